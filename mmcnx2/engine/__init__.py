@@ -1,0 +1,4 @@
+# Copyright (c) mmcnx2 contributors. All rights reserved.
+from .optimizers import LayerDecayOptimWrapperConstructor
+
+__all__ = ['LayerDecayOptimWrapperConstructor']

@@ -1,0 +1,310 @@
+# Copyright (c) mmcnx2 contributors. All rights reserved.
+"""ConvNeXt V2 backbone with an optional FCMAE patch mask.
+
+Layout of the state dict follows mmpretrain's ``ConvNeXt`` (``downsample_layers``,
+``stages.{s}.{b}.depthwise_conv`` ...), so mmpretrain ConvNeXt-V2 checkpoints load as they are
+and mmdet/mmseg's ConvNeXt layer-decay constructors parse our parameter names correctly.
+"""
+import re
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torch.utils.checkpoint as cp
+from mmcv.cnn.bricks import DropPath
+from mmengine.model import BaseModule
+from mmengine.model.weight_init import constant_init, trunc_normal_init
+from mmpretrain.models.backbones.base_backbone import BaseBackbone
+
+from ...registry import register_model
+from ..utils import GRN, LayerNorm2d, expand_patch_mask, load_pretrained_backbone
+
+# Patch size of FCMAE masks; every stage stride (4, 8, 16, 32) divides it.
+MASK_PATCH_SIZE = 32
+
+
+class ConvNeXtV2Block(BaseModule):
+    """ConvNeXt V2 block: dwconv 7x7 -> LN -> Linear(C, 4C) -> GELU -> GRN -> Linear(4C, C).
+
+    Args:
+        channels (int): Input and output channels C.
+        mlp_ratio (float): Hidden width of the MLP as a multiple of C. Defaults to 4.
+        drop_path_rate (float): Stochastic depth rate of the residual branch.
+        with_cp (bool): Recompute the block in backward to save activation memory.
+
+    Shapes:
+        x: (N, C, H, W). visible: None or (N, 1, H, W), 1 at kept sites (FCMAE encoder).
+    """
+
+    def __init__(self,
+                 channels: int,
+                 mlp_ratio: float = 4.,
+                 drop_path_rate: float = 0.,
+                 with_cp: bool = False,
+                 init_cfg=None):
+        super().__init__(init_cfg)
+        hidden = int(mlp_ratio * channels)
+        self.depthwise_conv = nn.Conv2d(
+            channels, channels, kernel_size=7, padding=3, groups=channels)
+        self.norm = nn.LayerNorm(channels, eps=1e-6)
+        self.pointwise_conv1 = nn.Linear(channels, hidden)
+        self.act = nn.GELU()
+        self.grn = GRN(hidden)
+        self.pointwise_conv2 = nn.Linear(hidden, channels)
+        self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 \
+            else nn.Identity()
+        self.with_cp = with_cp
+
+    def _residual(self, x: torch.Tensor,
+                  visible: Optional[torch.Tensor]) -> torch.Tensor:
+        x = self.depthwise_conv(x)
+        if visible is not None:
+            # Submanifold conv: removed sites stay empty.
+            x = x * visible
+        x = x.permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+        x = self.act(self.pointwise_conv1(self.norm(x)))
+        x = self.grn(x, None if visible is None else visible.permute(0, 2, 3, 1))
+        x = self.pointwise_conv2(x)
+        x = x.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+        if visible is not None:
+            x = x * visible
+        return x
+
+    def forward(self,
+                x: torch.Tensor,
+                visible: Optional[torch.Tensor] = None) -> torch.Tensor:
+        if self.with_cp and x.requires_grad:
+            residual = cp.checkpoint(
+                self._residual, x, visible, use_reentrant=False)
+        else:
+            residual = self._residual(x, visible)
+        return x + self.drop_path(residual)
+
+
+@register_model
+class ConvNeXtV2(BaseBackbone):
+    """ConvNeXt V2 (https://arxiv.org/abs/2301.00808) for mmpretrain, mmdet and mmseg.
+
+    Args:
+        arch (str | dict): One of ``ConvNeXtV2.arch_settings`` (atto, femto, pico, nano, tiny,
+            base, large, huge) or a dict with ``depths`` and ``channels`` (4 ints each).
+        in_channels (int): Input image channels. Defaults to 3.
+        out_indices (int | Sequence[int]): Stages whose outputs are returned; each gets its
+            own LayerNorm (``norm{i}``). Defaults to -1 (last stage).
+        frozen_stages (int): Stages (with their downsample layers) to freeze, counted from the
+            stem; 0 freezes nothing. Defaults to 0.
+        drop_path_rate (float): Stochastic depth rate of the last block; grows linearly from 0.
+        gap_before_final_norm (bool): Global-average-pool each output before its norm and
+            return (N, C) vectors, as a classification backbone. Defaults to True.
+        with_cp (bool): Gradient checkpointing for every block. Defaults to False.
+        init_cfg (dict | list[dict], optional): mmengine init config; a ``Pretrained`` entry
+            is loaded strictly (see :meth:`init_weights`).
+
+    Shapes:
+        x: (N, in_channels, H, W).
+        mask: None, or (N, H/32, W/32) with 1 = removed patch (FCMAE). Sparse semantics:
+            removed sites are zero after the stem, each downsample, each depthwise conv and
+            each block, and excluded from GRN statistics.
+        returns: tuple with one tensor per ``out_indices`` entry, (N, C_i) with
+            ``gap_before_final_norm`` else (N, C_i, H / 2**(i+2), W / 2**(i+2)).
+    """
+    arch_settings = {
+        'atto': dict(depths=[2, 2, 6, 2], channels=[40, 80, 160, 320]),
+        'femto': dict(depths=[2, 2, 6, 2], channels=[48, 96, 192, 384]),
+        'pico': dict(depths=[2, 2, 6, 2], channels=[64, 128, 256, 512]),
+        'nano': dict(depths=[2, 2, 8, 2], channels=[80, 160, 320, 640]),
+        'tiny': dict(depths=[3, 3, 9, 3], channels=[96, 192, 384, 768]),
+        'base': dict(depths=[3, 3, 27, 3], channels=[128, 256, 512, 1024]),
+        'large': dict(depths=[3, 3, 27, 3], channels=[192, 384, 768, 1536]),
+        'huge': dict(depths=[3, 3, 27, 3], channels=[352, 704, 1408, 2816]),
+    }
+    # Layer-decay groupings understood by get_layer_depth.
+    layer_decay_types = ('group', 'block')
+
+    def __init__(self,
+                 arch: Union[str, dict] = 'tiny',
+                 in_channels: int = 3,
+                 out_indices: Union[int, Sequence[int]] = -1,
+                 frozen_stages: int = 0,
+                 drop_path_rate: float = 0.,
+                 gap_before_final_norm: bool = True,
+                 with_cp: bool = False,
+                 init_cfg=None):
+        super().__init__(init_cfg=init_cfg)
+        self.depths, self.channels = self._parse_arch(arch)
+        num_stages = len(self.depths)
+        if isinstance(out_indices, int):
+            out_indices = [out_indices]
+        self.out_indices = sorted(i % num_stages for i in out_indices)
+        if not all(-num_stages <= i < num_stages for i in out_indices):
+            raise ValueError(f'out_indices {list(out_indices)} out of range for '
+                             f'{num_stages} stages')
+        if not 0 <= frozen_stages <= num_stages:
+            raise ValueError(f'frozen_stages must be in [0, {num_stages}], '
+                             f'got {frozen_stages}')
+        self.frozen_stages = frozen_stages
+        self.gap_before_final_norm = gap_before_final_norm
+
+        self.downsample_layers = nn.ModuleList([
+            nn.Sequential(
+                nn.Conv2d(in_channels, self.channels[0], kernel_size=4, stride=4),
+                LayerNorm2d(self.channels[0], eps=1e-6))
+        ])
+        for i in range(1, num_stages):
+            self.downsample_layers.append(
+                nn.Sequential(
+                    LayerNorm2d(self.channels[i - 1], eps=1e-6),
+                    nn.Conv2d(self.channels[i - 1], self.channels[i],
+                              kernel_size=2, stride=2)))
+
+        num_blocks = sum(self.depths)
+        rates = [drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
+        self.stages = nn.ModuleList()
+        for i, depth in enumerate(self.depths):
+            first = sum(self.depths[:i])
+            self.stages.append(
+                nn.Sequential(*[
+                    ConvNeXtV2Block(
+                        self.channels[i],
+                        drop_path_rate=rates[first + j],
+                        with_cp=with_cp) for j in range(depth)
+                ]))
+
+        for i in self.out_indices:
+            self.add_module(f'norm{i}', LayerNorm2d(self.channels[i], eps=1e-6))
+
+        self._freeze_stages()
+
+    @classmethod
+    def _parse_arch(cls, arch) -> Tuple[list, list]:
+        if isinstance(arch, str):
+            if arch not in cls.arch_settings:
+                raise ValueError(
+                    f'Unknown ConvNeXtV2 arch {arch!r}; valid archs are '
+                    f'{sorted(cls.arch_settings)} or a dict with "depths" and '
+                    '"channels".')
+            arch = cls.arch_settings[arch]
+        if not isinstance(arch, dict) or set(arch) != {'depths', 'channels'}:
+            raise ValueError('A custom ConvNeXtV2 arch must be a dict with exactly the '
+                             f'keys "depths" and "channels", got {arch!r}')
+        depths, channels = list(arch['depths']), list(arch['channels'])
+        if len(depths) != len(channels):
+            raise ValueError(f'arch depths {depths} and channels {channels} must have '
+                             'the same length')
+        return depths, channels
+
+    def init_weights(self):
+        """Spec init (trunc_normal 0.02 for conv/linear weights, zero biases, zero GRN),
+        or a strict ``Pretrained`` load that names missing, unexpected and mis-shaped keys.
+        """
+        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
+            load_pretrained_backbone(self, **{k: v for k, v in self.init_cfg.items()
+                                              if k != 'type'})
+            self._is_init = True
+            return
+        super().init_weights()
+        if self.init_cfg is None:
+            for m in self.modules():
+                if isinstance(m, (nn.Conv2d, nn.Linear)):
+                    trunc_normal_init(m, std=.02, bias=0.)
+                elif isinstance(m, nn.LayerNorm):
+                    constant_init(m, val=1., bias=0.)
+
+    def forward(self,
+                x: torch.Tensor,
+                mask: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, ...]:
+        if x.dim() != 4 or x.shape[1] != self.downsample_layers[0][0].in_channels:
+            raise ValueError(
+                f'ConvNeXtV2 expects (N, {self.downsample_layers[0][0].in_channels}, H, W) '
+                f'input, got shape {tuple(x.shape)}')
+        if mask is not None:
+            self._check_mask(x, mask)
+            mask = mask.to(x.dtype)
+        outs = []
+        for i, (downsample, stage) in enumerate(zip(self.downsample_layers, self.stages)):
+            x = downsample(x)
+            visible = None
+            if mask is not None:
+                # Stride of stage i is 4 * 2**i; one mask patch covers 32 / stride sites.
+                visible = 1. - expand_patch_mask(mask, MASK_PATCH_SIZE // (4 * 2**i))
+                x = x * visible
+            for block in stage:
+                x = block(x, visible)
+            if i in self.out_indices:
+                norm = getattr(self, f'norm{i}')
+                if self.gap_before_final_norm:
+                    outs.append(norm(x.mean((-2, -1), keepdim=True)).flatten(1))
+                else:
+                    outs.append(norm(x))
+        return tuple(outs)
+
+    @staticmethod
+    def _check_mask(x: torch.Tensor, mask: torch.Tensor):
+        height, width = x.shape[-2:]
+        if height % MASK_PATCH_SIZE or width % MASK_PATCH_SIZE:
+            raise ValueError(
+                f'Masked (FCMAE) input sides must be multiples of {MASK_PATCH_SIZE}, '
+                f'got {height}x{width}')
+        expected = (x.shape[0], height // MASK_PATCH_SIZE, width // MASK_PATCH_SIZE)
+        if tuple(mask.shape) != expected:
+            raise ValueError(f'mask shape {tuple(mask.shape)} does not match input '
+                             f'{tuple(x.shape)}; expected {expected}')
+
+    def _freeze_stages(self):
+        for i in range(self.frozen_stages):
+            for module in (self.downsample_layers[i], self.stages[i]):
+                module.eval()
+                for param in module.parameters():
+                    param.requires_grad = False
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self._freeze_stages()
+        return self
+
+    def get_layer_depth(self,
+                        param_name: str,
+                        prefix: str = '',
+                        decay_type: str = 'group') -> Tuple[int, int]:
+        """Layer id of a parameter for layer-wise lr decay, as the official recipes group them.
+
+        Args:
+            param_name (str): Parameter name, e.g. ``backbone.stages.2.4.grn.gamma``.
+            prefix (str): Prefix of this backbone in ``param_name``.
+            decay_type (str): ``'group'``: 12 groups (6 when the third stage has at most 9
+                blocks), stage 3 split in blocks of three (official ``group``, mmpretrain's
+                ConvNeXt). ``'block'``: one layer per block (official ``single``).
+
+        Returns:
+            tuple[int, int]: ``(layer_id, num_layers)``; parameters outside the backbone
+            (heads, necks) and the output norms get ``num_layers - 1`` (lr scale 1).
+        """
+        if decay_type == 'group':
+            max_layer_id = 12 if self.depths[-2] > 9 else 6
+        elif decay_type == 'block':
+            max_layer_id = sum(self.depths)
+        else:
+            raise ValueError(f'Unknown decay_type {decay_type!r}; valid types are '
+                             f'{self.layer_decay_types}')
+        outside = (max_layer_id + 1, max_layer_id + 2)
+        if not param_name.startswith(prefix):
+            return outside
+        match = re.match(r'(downsample_layers|stages)\.(\d+)\.(\d+)\.',
+                         param_name[len(prefix):])
+        if match is None:  # output norms
+            return outside
+        kind, stage_id, index = match.group(1), int(match.group(2)), int(match.group(3))
+        if decay_type == 'block':
+            layer_id = sum(self.depths[:stage_id]) + 1
+            if kind == 'stages':
+                layer_id += index
+        elif stage_id == 0:
+            layer_id = 0 if kind == 'downsample_layers' else 1
+        elif stage_id == len(self.depths) - 1:
+            layer_id = max_layer_id
+        elif kind == 'stages' and stage_id == 2:
+            layer_id = 3 + index // 3
+        else:
+            layer_id = stage_id + 1
+        return layer_id, max_layer_id + 2
