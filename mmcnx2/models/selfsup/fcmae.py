@@ -1,0 +1,120 @@
+# Copyright (c) mmcnx2 contributors. All rights reserved.
+from typing import Dict, List, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+from mmpretrain.models.selfsup import BaseSelfSupervisor
+from mmpretrain.structures import DataSample
+
+from ...registry import register_model
+from ..backbones.convnext_v2 import MASK_PATCH_SIZE
+
+
+@register_model
+class FCMAE(BaseSelfSupervisor):
+    """Fully Convolutional Masked AutoEncoder (ConvNeXt V2, https://arxiv.org/abs/2301.00808).
+
+    Dense computation of the sparse FCMAE encoder: the mask is passed to
+    ``ConvNeXtV2.forward(x, mask)``, which keeps removed patches empty at every stage, so no
+    MinkowskiEngine (and no GPU) is needed.
+
+    Args:
+        backbone (dict): ``ConvNeXtV2`` config returning its last stage as a feature map
+            (last entry of ``out_indices`` = last stage, ``gap_before_final_norm=False``).
+            The encoder has no output norm, so the backbone's ``norm{i}`` are replaced by
+            identities and the checkpoint's ``backbone.*`` hold exactly the encoder.
+        neck (dict): Decoder config, e.g. ``FCMAEDecoder``.
+        head (dict): Loss head config, e.g. ``FCMAEHead``.
+        mask_ratio (float): Fraction of patches removed; ``int(L * (1 - mask_ratio))`` of the
+            L patches are kept per sample. Defaults to 0.6.
+        patch_size (int): Side of a mask patch; must be the encoder stride 32.
+        pretrained (str, optional): Checkpoint to initialise the whole model from.
+        data_preprocessor (dict, optional): Defaults to ``SelfSupDataPreprocessor``.
+        init_cfg (dict, optional): mmengine init config.
+
+    Shapes:
+        inputs: (N, C, H, W) with H and W multiples of ``patch_size``.
+        mask: (N, H / patch_size, W / patch_size), 1 = removed.
+    """
+
+    def __init__(self,
+                 backbone: dict,
+                 neck: dict,
+                 head: dict,
+                 mask_ratio: float = 0.6,
+                 patch_size: int = MASK_PATCH_SIZE,
+                 pretrained: Optional[str] = None,
+                 data_preprocessor: Optional[Union[dict, nn.Module]] = None,
+                 init_cfg: Optional[dict] = None):
+        super().__init__(
+            backbone=backbone,
+            neck=neck,
+            head=head,
+            pretrained=pretrained,
+            data_preprocessor=data_preprocessor,
+            init_cfg=init_cfg)
+        if not 0 < mask_ratio < 1:
+            # The loss averages over removed patches, so some must be removed.
+            raise ValueError(f'mask_ratio must be in (0, 1), got {mask_ratio}')
+        for name, size in (('FCMAE', patch_size),
+                           ('neck', getattr(self.neck, 'patch_size', patch_size)),
+                           ('head', getattr(self.head, 'patch_size', patch_size))):
+            if size != MASK_PATCH_SIZE:
+                raise ValueError(f'{name} patch_size must be the ConvNeXtV2 stride '
+                                 f'{MASK_PATCH_SIZE}, got {size}')
+        last_stage = len(self.backbone.stages) - 1
+        if self.backbone.out_indices[-1] != last_stage or self.backbone.gap_before_final_norm:
+            raise ValueError(
+                'FCMAE needs the last backbone stage as a feature map: set the backbone\'s '
+                f'out_indices to include {last_stage} and gap_before_final_norm=False, got '
+                f'out_indices={self.backbone.out_indices}, gap_before_final_norm='
+                f'{self.backbone.gap_before_final_norm}')
+        # The FCMAE encoder has no output norm (neither has the official checkpoint).
+        for i in self.backbone.out_indices:
+            setattr(self.backbone, f'norm{i}', nn.Identity())
+        self.mask_ratio = mask_ratio
+        self.patch_size = patch_size
+
+    def random_mask(self, inputs: torch.Tensor) -> torch.Tensor:
+        """Per-sample random patch mask from torch's (seeded) global generator.
+
+        The ``int(L * (1 - mask_ratio))`` patches with the lowest noise are kept.
+
+        Returns:
+            Tensor: (N, h, w) float mask, 1 = removed.
+        """
+        n, _, height, width = inputs.shape
+        p = self.patch_size
+        if height % p or width % p:
+            raise ValueError(f'FCMAE input sides must be multiples of patch_size {p}, '
+                             f'got {height}x{width}')
+        h, w = height // p, width // p
+        num_keep = int(h * w * (1 - self.mask_ratio))
+        noise = torch.rand(n, h * w, device=inputs.device)
+        keep = noise.argsort(dim=1)[:, :num_keep]
+        mask = torch.ones(n, h * w, device=inputs.device)
+        mask.scatter_(1, keep, 0.)
+        return mask.reshape(n, h, w)
+
+    def reconstruct(self,
+                    inputs: torch.Tensor,
+                    mask: Optional[torch.Tensor] = None
+                    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Encode the visible patches and predict every patch.
+
+        Args:
+            inputs (Tensor): (N, C, H, W) images.
+            mask (Tensor, optional): (N, h, w), 1 = removed; drawn at random if None.
+
+        Returns:
+            tuple[Tensor, Tensor]: prediction (N, p*p*C, h, w) and the mask used.
+        """
+        if mask is None:
+            mask = self.random_mask(inputs)
+        latent = self.backbone(inputs, mask)[-1]
+        return self.neck(latent, mask), mask
+
+    def loss(self, inputs: torch.Tensor, data_samples: List[DataSample],
+             **kwargs) -> Dict[str, torch.Tensor]:
+        pred, mask = self.reconstruct(inputs)
+        return dict(loss=self.head.loss(pred, inputs, mask))
