@@ -20,11 +20,11 @@ setup(
     python_requires='>=3.8',
     install_requires=[
         'torch>=2.0', 'mmengine>=0.10.0,<1.0', 'mmcv>=2.0.0,<2.2.0',
-        'mmpretrain>=1.2.0,<2.0'
+        'mmpretrain>=1.2.0,<2.0', 'safetensors'
     ],
     extras_require={
         'det': ['mmdet>=3.3.0,<4.0'],
         'seg': ['mmsegmentation>=1.2.2,<2.0', 'ftfy', 'regex'],
-        'tests': ['pytest', 'timm', 'transformers<4.52', 'safetensors'],
+        'tests': ['pytest', 'timm', 'transformers<4.52'],
     },
 )
