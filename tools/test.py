@@ -8,7 +8,6 @@ from mmengine.runner import Runner
 
 import mmcnx2  # noqa: F401  (registers modules and the safe checkpoint loader)
 from mmcnx2.engine import load_cfg
-from mmcnx2.engine.dist import setup_cpu_distributed
 
 
 def parse_args():
@@ -38,7 +37,6 @@ def main():
     args = parse_args()
     cfg = load_cfg(args)
     cfg.load_from = args.checkpoint
-    setup_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
     if args.out:
         from mmengine.evaluator import DumpResults

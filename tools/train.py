@@ -8,7 +8,6 @@ from mmengine.runner import Runner
 
 import mmcnx2  # noqa: F401  (registers modules and the safe checkpoint loader)
 from mmcnx2.engine import load_cfg
-from mmcnx2.engine.dist import setup_cpu_distributed
 
 
 def parse_args():
@@ -53,7 +52,6 @@ def main():
         cfg.resume, cfg.load_from = True, args.resume
     if args.auto_scale_lr:
         cfg.auto_scale_lr.enable = True
-    setup_cpu_distributed(cfg)
     runner = Runner.from_cfg(cfg)
     runner.train()
 

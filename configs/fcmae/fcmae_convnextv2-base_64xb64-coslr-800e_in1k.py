@@ -42,3 +42,6 @@ default_hooks = dict(
     logger=dict(type='LoggerHook', interval=100),
     checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3))
 randomness = dict(seed=0, diff_rank_seed=True)
+# mmcnx2 hooks: stop at a NaN/Inf loss before diverged weights are saved, and make every
+# iteration's randomness a function of (seed, iteration) so --resume continues exactly.
+custom_hooks = [dict(type='FiniteLossHook'), dict(type='ExactResumeHook')]

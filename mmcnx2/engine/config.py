@@ -1,9 +1,11 @@
 # Copyright (c) mmcnx2 contributors. All rights reserved.
 import os.path as osp
 from argparse import Namespace
+from datetime import timedelta
 from typing import Any
 
 import torch
+import torch.distributed as dist
 from mmengine.config import Config
 
 #: Top-level config key holding the checkpoint a config starts from (FCMAE for fine-tuning,
@@ -17,7 +19,7 @@ def load_cfg(args: Namespace) -> Config:
     Applies ``--cfg-options`` (``pretrained=PATH`` re-binds every use of the config's
     ``pretrained`` value, see :func:`rebind_pretrained`), ``--launcher`` and ``--work-dir``
     (default ``work_dirs/<config name>``) and, without CUDA, switches distributed runs to
-    gloo so ``tools/dist_train.sh`` also works on CPU machines.
+    gloo so ``tools/dist_train.sh`` also works on CPU machines (see :func:`_prepare_cpu_dist`).
     """
     cfg = Config.fromfile(args.config)
     options = dict(args.cfg_options or {})
@@ -33,7 +35,28 @@ def load_cfg(args: Namespace) -> Config:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
     if not torch.cuda.is_available():
         cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+        _prepare_cpu_dist(cfg)
     return cfg
+
+
+def _prepare_cpu_dist(cfg: Config) -> None:
+    """Let mmengine run a ``pytorch``-launched job on CPUs.
+
+    mmengine's launcher calls ``torch.cuda.set_device`` before it creates the process group,
+    and wraps the model in DDP with ``device_ids=[local_rank]``; both fail without CUDA.
+    Creating the gloo group here makes mmengine skip its own set-up, and ``device_ids=None``
+    is what DDP needs for a CPU model.
+    """
+    if cfg.launcher != 'pytorch':
+        return
+    if not dist.is_initialized():
+        timeout = cfg.env_cfg.dist_cfg.get('timeout')
+        dist.init_process_group(
+            backend='gloo', **({} if timeout is None else dict(timeout=timedelta(seconds=timeout))))
+    wrapper = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel')
+    if wrapper.get('type') == 'MMDistributedDataParallel':
+        wrapper.setdefault('device_ids', None)
+    cfg.model_wrapper_cfg = wrapper
 
 
 def _replace(node: Any, old: str, new: str) -> Any:

@@ -27,6 +27,9 @@ class LayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrapperConstructor
                    get_layer_depth: Optional[Callable] = None,
                    **kwargs) -> None:
         if get_layer_depth is None:
+            if self.base_wd is None:
+                raise ValueError('LayerDecayOptimWrapperConstructor needs an explicit '
+                                 '`weight_decay` in optim_wrapper.optimizer')
             backbone = getattr(module, 'backbone', None)
             if backbone is None or not hasattr(backbone, 'get_layer_depth'):
                 raise TypeError(f'{type(module).__name__} has no backbone with '

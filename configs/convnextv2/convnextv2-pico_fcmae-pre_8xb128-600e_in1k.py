@@ -1,0 +1,13 @@
+# ConvNeXt V2-P: atto's recipe (wd 0.3) with no drop path and Mixup/CutMix 0.3/0.3.
+_base_ = './convnextv2-atto_fcmae-pre_8xb128-600e_in1k.py'
+
+pretrained = 'work_dirs/fcmae_convnextv2-pico_64xb64-coslr-800e_in1k/epoch_800.pth'
+model = dict(
+    backbone=dict(
+        arch='pico',
+        drop_path_rate=0.0,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
+    head=dict(in_channels=512),
+    train_cfg=dict(
+        _delete_=True,  # atto has no batch augments
+        augments=[dict(type='Mixup', alpha=0.3), dict(type='CutMix', alpha=0.3)]))

@@ -1,0 +1,13 @@
+_base_ = '../_base_/mask_rcnn_convnext-v2_fpn_ms-crop-3x_coco.py'
+
+# ConvNeXt V2-Base fine-tuned on IN-1K after FCMAE (official weights converted with
+# tools/model_converters/convnextv2_to_mmcnx2.py), or any checkpoint with a `backbone.`
+# ConvNeXtV2 (FCMAE pretraining, fine-tuning). From scratch: model.backbone.init_cfg=None.
+pretrained = 'checkpoints/convnext-v2-base_fcmae-in1k-ft_mmcnx2.pth'
+
+model = dict(
+    backbone=dict(
+        arch='base',
+        drop_path_rate=0.3,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
+    neck=dict(in_channels=[128, 256, 512, 1024]))

@@ -1,0 +1,243 @@
+# Copyright (c) mmcnx2 contributors. All rights reserved.
+"""Mask R-CNN + ConvNeXt V2: the configs, CPU training through the tools, COCO evaluation and
+data checks, on the synthetic world (128 px images, a 4-stage ConvNeXt V2 of width 16-128)."""
+import glob
+import json
+import os
+import os.path as osp
+import re
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from mmcnx2.datasets import CLASSES, make_synthetic_world
+
+REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
+CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'mask_rcnn', '*.py')))
+ATTO = osp.join(REPO, 'configs', 'mask_rcnn', 'mask-rcnn_convnext-v2-atto_fpn_8xb2-amp-1x_coco.py')
+
+
+@pytest.fixture(scope='module')
+def coco_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('world')
+    return make_synthetic_world(str(root), num_train=64, num_val=24, image_size=128,
+                                layouts=['coco'])['coco']
+
+
+def tiny_config(path, coco_root, max_epochs):
+    """A config inheriting the real atto config: a 1-1-2-1 block ConvNeXt V2 (16-128
+    channels), 64-channel FPN and heads, 128 px images, fp32 AdamW, no validation loop."""
+    path.write_text(textwrap.dedent(f"""
+        _base_ = '{ATTO}'
+        data_root = '{coco_root}/'
+        channels = [16, 32, 64, 128]
+        pretrained = None  # from scratch
+        model = dict(
+            backbone=dict(arch=dict(_delete_=True, depths=[1, 1, 2, 1], channels=channels),
+                          drop_path_rate=0., init_cfg=None),
+            neck=dict(in_channels=channels, out_channels=64),
+            rpn_head=dict(in_channels=64, feat_channels=64),
+            roi_head=dict(
+                bbox_roi_extractor=dict(out_channels=64),
+                bbox_head=dict(in_channels=64, fc_out_channels=256, num_classes={len(CLASSES)}),
+                mask_roi_extractor=dict(out_channels=64),
+                mask_head=dict(in_channels=64, conv_out_channels=64,
+                               num_classes={len(CLASSES)})),
+            train_cfg=dict(rpn_proposal=dict(nms_pre=500, max_per_img=200),
+                           rcnn=dict(sampler=dict(num=128))),
+            test_cfg=dict(rpn=dict(nms_pre=300, max_per_img=100)))
+        pipeline = [
+            dict(type='LoadImageFromFile'),
+            dict(type='LoadAnnotations', with_bbox=True, with_mask=True),
+            dict(type='Resize', scale=(128, 128), keep_ratio=True),
+        ]
+        dataset = dict(data_root=data_root, metainfo=dict(classes={CLASSES!r}))
+        train_dataloader = dict(
+            batch_size=2, num_workers=0, persistent_workers=False,
+            dataset=dict(dataset, filter_cfg=dict(min_size=8),
+                         pipeline=pipeline + [dict(type='RandomFlip', prob=0.5),
+                                              dict(type='PackDetInputs')]))
+        test_dataloader = dict(
+            num_workers=0, persistent_workers=False,
+            dataset=dict(dataset, pipeline=pipeline + [dict(
+                type='PackDetInputs',
+                meta_keys=('img_id', 'img_path', 'ori_shape', 'img_shape', 'scale_factor'))]))
+        test_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
+        val_dataloader = val_evaluator = val_cfg = None
+        train_cfg = dict(max_epochs={max_epochs})
+        optim_wrapper = dict(type='OptimWrapper', optimizer=dict(lr=1e-3))
+        param_scheduler = [
+            dict(type='LinearLR', start_factor=0.1, by_epoch=False, begin=0, end=20)]
+        default_hooks = dict(logger=dict(interval=2),
+                             checkpoint=dict(interval={max_epochs}))
+        randomness = dict(seed=0)
+        """))
+    return str(path)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def run(cmd, **env):
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, 'OMP_NUM_THREADS': '1', **env})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return proc.stdout + proc.stderr
+
+
+def logged_losses(work_dir):
+    (scalars,) = glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))
+    with open(scalars) as f:
+        return [json.loads(line)['loss'] for line in f if '"loss"' in line]
+
+
+def coco_metrics(log):
+    return {k: float(v) for k, v in re.findall(r'coco/(bbox_mAP|segm_mAP): ([\d.]+)', log)}
+
+
+def test_configs_follow_the_recipe():
+    from mmengine.config import Config
+
+    from mmcnx2.models.backbones.convnext_v2 import ConvNeXtV2
+    assert len(CONFIGS) == 13
+    for path in CONFIGS:
+        cfg = Config.fromfile(path)
+        name = osp.basename(path)
+        backbone = cfg.model.backbone
+        assert backbone.type == 'ConvNeXtV2' and tuple(backbone.out_indices) == (0, 1, 2, 3)
+        assert backbone.init_cfg == dict(
+            type='Pretrained', checkpoint=cfg.pretrained, prefix='backbone.')
+        assert f'-{backbone.arch}_' in name and backbone.arch in cfg.pretrained
+        assert cfg.model.neck.in_channels == ConvNeXtV2.arch_settings[backbone.arch]['channels']
+        assert backbone.get('with_cp', False) == (backbone.arch in ('large', 'huge'))
+        assert cfg.custom_imports.imports == ['mmcnx2']
+        assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+        assert cfg.optim_wrapper.constructor == 'LayerDecayOptimWrapperConstructor'
+        optimizer = cfg.optim_wrapper.optimizer
+        assert (optimizer.type, optimizer.lr, optimizer.weight_decay) == ('AdamW', 1e-4, 0.05)
+        assert cfg.optim_wrapper.paramwise_cfg.flat_decay_mult == 0.
+        assert f'8xb{cfg.train_dataloader.batch_size}-' in name
+        assert cfg.train_dataloader.dataset.type == 'CheckedCocoDataset'
+        assert cfg.test_dataloader.dataset.type == 'CheckedCocoDataset'
+        assert cfg.test_evaluator.metric == ['bbox', 'segm']
+        assert cfg.train_cfg.max_epochs == (12 if '-1x_' in name else 36)
+        if 'lsj' in name:  # the paper's recipe: batch 32, LSJ 0.1-2.0 at 1024, soft-NMS
+            assert tuple(cfg.train_pipeline[2].ratio_range) == (0.1, 2.0)
+            assert tuple(cfg.train_pipeline[3].crop_size) == (1024, 1024)
+            assert cfg.model.test_cfg.rcnn.nms.type == 'soft_nms'
+
+
+def test_bad_data_is_named(tmp_path):
+    from mmengine.config import Config
+    from mmdet.registry import DATASETS
+
+    from mmcnx2.datasets import CocoAnnotationError
+    coco = make_synthetic_world(str(tmp_path), 3, 1, 64, layouts=['coco'])['coco']
+    cfg = Config.fromfile(ATTO).train_dataloader.dataset
+    cfg.update(data_root=coco, metainfo=dict(classes=CLASSES), pipeline=[])
+    ann_file = osp.join(coco, 'annotations', 'instances_train2017.json')
+    assert len(DATASETS.build(cfg)) == 3
+    with open(ann_file) as f:
+        good = json.load(f)
+
+    def broken(**changes):
+        data = json.loads(json.dumps(good))
+        data['annotations'][0].update(changes)
+        with open(ann_file, 'w') as f:
+            json.dump(data, f)
+        with pytest.raises(CocoAnnotationError) as info:
+            DATASETS.build(cfg)
+        return str(info.value)
+
+    image = osp.join(coco, 'train2017', good['images'][0]['file_name'])
+    ann_id = good['annotations'][0]['id']
+    for changes, problem in ((dict(bbox=[1, 2, 3]), 'bbox'),
+                             (dict(bbox=[1, 2, -3, 4]), 'bbox'),
+                             (dict(segmentation=[[1, 2, 3, 4, 5]]), 'polygon'),
+                             (dict(category_id=99), 'category_id 99')):
+        message = broken(**changes)
+        assert ann_file in message and image in message and problem in message
+        assert f'annotation {ann_id}' in message
+
+    with open(ann_file, 'w') as f:
+        f.write(json.dumps(good)[:100])  # truncated json
+    with pytest.raises(CocoAnnotationError, match=re.escape(ann_file)):
+        DATASETS.build(cfg)
+
+    with open(ann_file, 'w') as f:
+        json.dump(good, f)
+    os.remove(image)
+    with pytest.raises(CocoAnnotationError, match=re.escape(image) + '.*does not exist'):
+        DATASETS.build(cfg)
+
+
+def test_dist_train_lowers_loss_and_test_reports_coco_map(coco_root, tmp_path):
+    config = tiny_config(tmp_path / 'tiny.py', coco_root, max_epochs=3)
+    work_dir = str(tmp_path / 'work')
+    run(['bash', 'tools/dist_train.sh', config, '2', '--work-dir', work_dir],
+        PORT=str(free_port()))
+    losses = logged_losses(work_dir)
+    # 64 images / (2 processes x 2) = 16 iterations per epoch, a loss logged every 2
+    assert len(losses) >= 20
+    first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert last < 0.75 * first, losses
+
+    log = run([sys.executable, 'tools/test.py', config, osp.join(work_dir, 'epoch_3.pth'),
+               '--work-dir', work_dir])
+    metrics = coco_metrics(log)
+    assert set(metrics) == {'bbox_mAP', 'segm_mAP'}, log[-2000:]
+    assert all(0 <= v <= 1 for v in metrics.values())
+
+
+MMDET_STYLE = """
+# What mmdet's own tools/train.py and tools/test.py do (they are not shipped in the mmdet
+# wheel): Config.fromfile + Runner.from_cfg; mmcnx2 is imported only by the config's
+# custom_imports.
+import json, sys
+import torch
+from mmengine.config import Config
+from mmengine.runner import Runner
+
+config, work_dir = sys.argv[1:]
+cfg = Config.fromfile(config)
+cfg.work_dir = work_dir
+runner = Runner.from_cfg(cfg)
+# the baseline: the model as initialised, before any step (train() keeps this init)
+runner.model.init_weights()
+torch.save({'state_dict': runner.model.state_dict()}, work_dir + '/untrained.pth')
+runner.train()
+
+metrics = {}
+for name, checkpoint in (('untrained', 'untrained.pth'),
+                         ('trained', f'epoch_{cfg.train_cfg.max_epochs}.pth')):
+    cfg = Config.fromfile(config)
+    cfg.work_dir, cfg.experiment_name = work_dir, name
+    cfg.load_from = work_dir + '/' + checkpoint
+    metrics[name] = Runner.from_cfg(cfg).test()
+json.dump(metrics, open(work_dir + '/metrics.json', 'w'))
+"""
+
+
+@pytest.mark.slow
+def test_longer_training_beats_untrained_model(coco_root, tmp_path):
+    config = tiny_config(tmp_path / 'tiny.py', coco_root, max_epochs=12)
+    script = tmp_path / 'mmdet_style.py'
+    script.write_text(MMDET_STYLE)
+    run([sys.executable, str(script), config, str(tmp_path)])
+    with open(tmp_path / 'metrics.json') as f:
+        metrics = json.load(f)
+    untrained, trained = metrics['untrained'], metrics['trained']
+    print(metrics)
+    # Measured (384 iterations from scratch, seed 0, 2 cores): untrained bbox mAP 0.001 /
+    # mAP@50 0.006, segm 0.000 / 0.000; trained bbox 0.004 / 0.032, segm 0.002 / 0.012. The
+    # boxes land on the objects but the class scores are still nearly uniform at this
+    # budget, so only the IoU-0.5 metrics are asserted.
+    for kind in ('bbox', 'segm'):
+        before, after = untrained[f'coco/{kind}_mAP_50'], trained[f'coco/{kind}_mAP_50']
+        assert after > max(3 * before, 0.008), (kind, before, after)
