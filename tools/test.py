@@ -18,6 +18,8 @@ def parse_args():
     parser.add_argument(
         '--out', help='dump raw predictions to this pickle file (DumpResults)')
     parser.add_argument(
+        '--tta', action='store_true', help='test-time augmentation (tta_model, tta_pipeline)')
+    parser.add_argument(
         '--cfg-options',
         nargs='+',
         action=DictAction,
@@ -37,6 +39,13 @@ def main():
     args = parse_args()
     cfg = load_cfg(args)
     cfg.load_from = args.checkpoint
+    if args.tta:
+        missing = [k for k in ('tta_model', 'tta_pipeline') if k not in cfg]
+        if missing:
+            raise KeyError(f'--tta needs {missing} in {args.config}')
+        cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
+        cfg.tta_model.module = cfg.model
+        cfg.model = cfg.tta_model
     runner = Runner.from_cfg(cfg)
     if args.out:
         from mmengine.evaluator import DumpResults

@@ -1,0 +1,16 @@
+_base_ = '../_base_/upernet_convnextv2_ade20k-512x512.py'
+
+# ConvNeXt V2 fine-tuned on IN-1K after FCMAE (official convnextv2_atto_1k_224_ema.pt
+# converted with tools/model_converters/convnextv2_to_mmcnx2.py), or any checkpoint of this
+# repo with a `backbone.` ConvNeXtV2 (fine-tuning or FCMAE).
+pretrained = 'checkpoints/convnextv2-atto_fcmae-in1k-ft_mmcnx2.pth'
+
+model = dict(
+    backbone=dict(
+        arch='atto',
+        drop_path_rate=0.1,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
+    decode_head=dict(in_channels=[40, 80, 160, 320]),
+    auxiliary_head=dict(in_channels=160))
+# A small model takes a larger lr (the paper's range is 1e-4 to 3e-4).
+optim_wrapper = dict(optimizer=dict(lr=2e-4))

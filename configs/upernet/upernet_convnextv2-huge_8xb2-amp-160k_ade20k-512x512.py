@@ -1,0 +1,14 @@
+_base_ = '../_base_/upernet_convnextv2_ade20k-512x512.py'
+
+# ConvNeXt V2 fine-tuned on IN-1K after FCMAE (official convnextv2_huge_1k_224_ema.pt
+# converted with tools/model_converters/convnextv2_to_mmcnx2.py), or any checkpoint of this
+# repo with a `backbone.` ConvNeXtV2 (fine-tuning or FCMAE).
+pretrained = 'checkpoints/convnextv2-huge_fcmae-in1k-ft_mmcnx2.pth'
+
+model = dict(
+    backbone=dict(
+        arch='huge',
+        drop_path_rate=0.4,
+        init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
+    decode_head=dict(in_channels=[352, 704, 1408, 2816]),
+    auxiliary_head=dict(in_channels=1408))
