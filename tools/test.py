@@ -1,13 +1,11 @@
 # Copyright (c) mmcnx2 contributors. All rights reserved.
 """Test a checkpoint with any mmcnx2 config (mmpretrain, mmdet or mmseg scope)."""
 import argparse
-import os
 
-from mmengine.config import DictAction
 from mmengine.runner import Runner
 
 import mmcnx2  # noqa: F401  (registers modules and the safe checkpoint loader)
-from mmcnx2.engine import load_cfg
+from mmcnx2.engine import load_cfg, parse_run_args
 
 
 def parse_args():
@@ -19,20 +17,7 @@ def parse_args():
         '--out', help='dump raw predictions to this pickle file (DumpResults)')
     parser.add_argument(
         '--tta', action='store_true', help='test-time augmentation (tta_model, tta_pipeline)')
-    parser.add_argument(
-        '--cfg-options',
-        nargs='+',
-        action=DictAction,
-        help='override settings in the config, key=value pairs')
-    parser.add_argument(
-        '--launcher',
-        choices=['none', 'pytorch', 'slurm', 'mpi'],
-        default='none',
-        help='job launcher')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+    return parse_run_args(parser)
 
 
 def main():

@@ -38,6 +38,8 @@ class CheckSegMap(BaseTransform):
         self.ignore_index = ignore_index
 
     def transform(self, results: dict) -> dict:
+        if 'gt_seg_map' not in results:
+            return results  # inference (mmseg's inference_model drops LoadAnnotations)
         seg_map, seg_path = results['gt_seg_map'], results['seg_map_path']
         img_shape = tuple(results['ori_shape'][:2])
         if seg_map.ndim != 2 or seg_map.shape != img_shape:

@@ -1,7 +1,7 @@
 # Copyright (c) mmcnx2 contributors. All rights reserved.
 from .checkpoint import (SAFE_GLOBALS, UnsafeCheckpointError, load_local_checkpoint,
                          register_safe_globals)
-from .config import load_cfg, rebind_pretrained
+from .config import load_cfg, parse_run_args, rebind_pretrained
 from .hooks import ExactResumeHook, FiniteLossHook, NonFiniteLossError
 from .optimizers import LayerDecayOptimWrapperConstructor
 
@@ -11,5 +11,5 @@ register_safe_globals()
 __all__ = [
     'ExactResumeHook', 'FiniteLossHook', 'LayerDecayOptimWrapperConstructor',
     'NonFiniteLossError', 'SAFE_GLOBALS', 'UnsafeCheckpointError', 'load_cfg',
-    'load_local_checkpoint', 'rebind_pretrained', 'register_safe_globals'
+    'load_local_checkpoint', 'parse_run_args', 'rebind_pretrained', 'register_safe_globals'
 ]

@@ -1,16 +1,36 @@
 # Copyright (c) mmcnx2 contributors. All rights reserved.
+import os
 import os.path as osp
-from argparse import Namespace
+from argparse import ArgumentParser, Namespace
 from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from mmengine.config import Config
+from mmengine.config import Config, DictAction
 
 #: Top-level config key holding the checkpoint a config starts from (FCMAE for fine-tuning,
 #: the fine-tuned classifier for detection/segmentation). See :func:`rebind_pretrained`.
 PRETRAINED_KEY = 'pretrained'
+
+
+def parse_run_args(parser: ArgumentParser) -> Namespace:
+    """Add the options tools/train.py and tools/test.py share, then parse."""
+    parser.add_argument(
+        '--cfg-options',
+        nargs='+',
+        action=DictAction,
+        help='override settings in the config, key=value pairs; pretrained=PATH re-binds '
+        'the checkpoint the config starts from')
+    parser.add_argument(
+        '--launcher',
+        choices=['none', 'pytorch', 'slurm', 'mpi'],
+        default='none',
+        help='job launcher')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
 
 
 def load_cfg(args: Namespace) -> Config:
