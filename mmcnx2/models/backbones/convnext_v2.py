@@ -27,6 +27,12 @@ MASK_PATCH_SIZE = 32
 class ConvNeXtV2Block(BaseModule):
     """ConvNeXt V2 block: dwconv 7x7 -> LN -> Linear(C, 4C) -> GELU -> GRN -> Linear(4C, C).
 
+    Fast paths (same numbers as the formula, see tests/test_fast_paths.py): everything between
+    the depthwise conv and the residual add runs on channels-last (N, H, W, C) data, which is a
+    free view when x is ``torch.channels_last`` (as it is after the stem's LayerNorm2d);
+    GELU + GRN is one fused autograd function; with a mask that keeps the same number of sites
+    in every sample (FCMAE), the per-site MLP runs on the kept sites only.
+
     Args:
         channels (int): Input and output channels C.
         mlp_ratio (float): Hidden width of the MLP as a multiple of C. Defaults to 4.
@@ -34,7 +40,9 @@ class ConvNeXtV2Block(BaseModule):
         with_cp (bool): Recompute the block in backward to save activation memory.
 
     Shapes:
-        x: (N, C, H, W). visible: None or (N, 1, H, W), 1 at kept sites (FCMAE encoder).
+        x: (N, C, H, W). visible: None or (N, 1, H, W), 1 at kept sites and 0 at removed ones
+        (FCMAE encoder; x must be zero there). Removed sites stay zero and are excluded from
+        GRN statistics. returns: (N, C, H, W), channels_last when x is.
     """
 
     def __init__(self,
@@ -49,37 +57,67 @@ class ConvNeXtV2Block(BaseModule):
             channels, channels, kernel_size=7, padding=3, groups=channels)
         self.norm = nn.LayerNorm(channels, eps=1e-6)
         self.pointwise_conv1 = nn.Linear(channels, hidden)
-        self.act = nn.GELU()
-        self.grn = GRN(hidden)
+        self.grn = GRN(hidden)  # applies GELU first, fused (see _residual)
         self.pointwise_conv2 = nn.Linear(hidden, channels)
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 \
             else nn.Identity()
         self.with_cp = with_cp
 
-    def _residual(self, x: torch.Tensor,
-                  visible: Optional[torch.Tensor]) -> torch.Tensor:
-        x = self.depthwise_conv(x)
-        if visible is not None:
-            # Submanifold conv: removed sites stay empty.
-            x = x * visible
-        x = x.permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
-        x = self.act(self.pointwise_conv1(self.norm(x)))
-        x = self.grn(x, None if visible is None else visible.permute(0, 2, 3, 1))
-        x = self.pointwise_conv2(x)
-        x = x.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
-        if visible is not None:
-            x = x * visible
-        return x
+    @staticmethod
+    def _kept_rows(visible: torch.Tensor) -> Optional[torch.Tensor]:
+        """Indices of the kept sites among the N*H*W rows of a channels-last map, sample by
+        sample; None when samples keep different numbers of sites."""
+        flat = visible.flatten(1)  # (N, 1, H, W) -> (N, H*W)
+        counts = flat.sum(1)
+        if not bool((counts == counts[0]).all()):
+            return None
+        return flat.flatten().nonzero().squeeze(1)
+
+    @staticmethod
+    def _pointwise(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
+        """``linear`` over the channels of (N, H, W, C) x."""
+        if x.device.type != 'cpu':
+            return linear(x)
+        # On CPU oneDNN's 1x1 convolution on the channels_last view is ~8% faster than
+        # Linear's GEMM (fwd + bwd, measured for every ConvNeXt V2 stage shape).
+        x = x.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W), channels_last
+        x = F.conv2d(x, linear.weight[:, :, None, None], linear.bias)
+        return x.permute(0, 2, 3, 1)
+
+    def _residual(self, x: torch.Tensor, visible: Optional[torch.Tensor],
+                  kept: Optional[torch.Tensor]) -> torch.Tensor:
+        x = self.depthwise_conv(x).permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+        if kept is not None:
+            # (N*H*W, C) rows -> (N, L, 1, C): the L kept sites of each sample.
+            n, channels = x.shape[0], x.shape[-1]
+            x = x.reshape(-1, channels).index_select(0, kept).view(n, -1, 1, channels)
+            visible = None  # nothing removed is left
+        elif visible is not None:
+            visible = visible.permute(0, 2, 3, 1)  # (N, 1, H, W) -> (N, H, W, 1)
+        x = self._pointwise(self.norm(x), self.pointwise_conv1)
+        # GELU + GRN, fused; GELU(0) = 0, so masking the pre-activation also removes the
+        # sites from the GRN statistics.
+        x = self._pointwise(self.grn(x, visible, gelu_input=True), self.pointwise_conv2)
+        return x if visible is None else x * visible
 
     def forward(self,
                 x: torch.Tensor,
                 visible: Optional[torch.Tensor] = None) -> torch.Tensor:
+        kept = None if visible is None else self._kept_rows(visible)
         if self.with_cp and x.requires_grad:
             residual = cp.checkpoint(
-                self._residual, x, visible, use_reentrant=False)
+                self._residual, x, visible, kept, use_reentrant=False)
         else:
-            residual = self._residual(x, visible)
-        return x + self.drop_path(residual)
+            residual = self._residual(x, visible, kept)
+        residual = self.drop_path(residual)
+        shortcut = x.permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+        if kept is None:
+            out = shortcut + residual
+        else:
+            # Removed sites get no residual: they stay zero.
+            out = shortcut.reshape(-1, shortcut.shape[-1]).index_add(
+                0, kept, residual.reshape(-1, residual.shape[-1])).view(shortcut.shape)
+        return out.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
 
 
 @register_model
@@ -221,6 +259,8 @@ class ConvNeXtV2(BaseBackbone):
         if mask is not None:
             self._check_mask(x, mask)
             mask = mask.to(x.dtype)
+        # Channels-last end to end: the blocks' (N, H, W, C) views are then free.
+        x = x.contiguous(memory_format=torch.channels_last)
         outs = []
         for i, (downsample, stage) in enumerate(zip(self.downsample_layers, self.stages)):
             x = downsample(x)

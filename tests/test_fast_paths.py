@@ -1,0 +1,187 @@
+# Copyright (c) mmcnx2 contributors. All rights reserved.
+"""Every fast path against the straightforward implementation: outputs and gradients.
+
+GRN parameters are random and non-zero throughout: a zero-initialised GRN is the identity and
+would hide any error in its statistics.
+"""
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from mmcnx2.models.backbones.convnext_v2 import ConvNeXtV2, ConvNeXtV2Block
+from mmcnx2.models.utils import GRN
+from mmcnx2.models.utils.grn_function import grn
+
+
+def reference_grn(x, gamma, beta, eps=1e-6, visible=None):
+    """GRN exactly as written in the paper's released code, reduced over H, W in fp32."""
+    if visible is not None:
+        x = x * visible
+    gx = torch.linalg.vector_norm(x.float(), dim=(1, 2), keepdim=True)
+    nx = (gx / (gx.mean(dim=-1, keepdim=True) + eps)).to(x.dtype)
+    return gamma * (x * nx) + beta + x
+
+
+def random_params(channels, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(1)
+    gamma = torch.randn(channels, generator=gen) * 0.5
+    beta = torch.randn(channels, generator=gen) * 0.5
+    return [p.to(dtype).requires_grad_() for p in (gamma, beta)]
+
+
+def outputs_and_grads(fn, inputs):
+    """Output and d(weighted sum of output)/d(each input) of ``fn(*inputs)``."""
+    inputs = [t.detach().clone().requires_grad_() for t in inputs]
+    out = fn(*inputs)
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
+    (out.float() * weights).sum().backward()
+    return [out.detach().float()] + [t.grad.float() for t in inputs]
+
+
+def assert_all_close(actual, expected, rtol, atol):
+    names = ['output'] + [f'grad of input {i}' for i in range(len(actual) - 1)]
+    for name, a, e in zip(names, actual, expected):
+        torch.testing.assert_close(a, e, rtol=rtol, atol=atol, msg=lambda m: f'{name}: {m}')
+
+
+def activations(shape, dtype=torch.float32):
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+    x[0, ..., 3] = 0.  # a channel with zero norm: the vector-norm gradient is defined as 0
+    return x.to(dtype)
+
+
+@pytest.mark.parametrize('shape', [(2, 5, 6, 16), (3, 7, 24)])
+def test_grn_function_matches_reference_fp32(shape):
+    x = activations(shape)
+    gamma, beta = random_params(shape[-1])
+    ref = (lambda x, g, b: reference_grn(x.unsqueeze(2), g, b).squeeze(2)) if len(shape) == 3 \
+        else reference_grn
+    expected = outputs_and_grads(ref, [x, gamma, beta])
+    actual = outputs_and_grads(grn, [x, gamma, beta])
+    assert expected[0].abs().max() > 1  # not a trivial output
+    assert_all_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('recompute_gelu', [False, True])
+def test_grn_function_with_gelu_input_matches_reference(recompute_gelu):
+    x = activations((2, 6, 5, 12))
+    gamma, beta = random_params(12)
+    expected = outputs_and_grads(lambda x, g, b: reference_grn(F.gelu(x), g, b),
+                                 [x, gamma, beta])
+    actual = outputs_and_grads(
+        lambda x, g, b: grn(x, g, b, gelu_input=True, recompute_gelu=recompute_gelu),
+        [x, gamma, beta])
+    assert_all_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_grn_module_masked_matches_reference():
+    x = activations((2, 4, 4, 8))
+    visible = (torch.rand(2, 4, 4, 1, generator=torch.Generator().manual_seed(3)) > 0.5).float()
+    gamma, beta = random_params(8)
+    module = GRN(8)
+
+    def fast(x, g, b):
+        return functional_call(module, {'gamma': g, 'beta': b}, (x, visible))
+
+    expected = outputs_and_grads(lambda x, g, b: reference_grn(x, g, b, visible=visible),
+                                 [x, gamma, beta])
+    actual = outputs_and_grads(fast, [x, gamma, beta])
+    assert_all_close(actual, expected, rtol=1e-5, atol=1e-5)
+    # Removed sites neither count in the statistics nor receive gradient.
+    assert actual[1][(visible == 0).expand_as(x)].abs().max() == 0
+
+
+def test_grn_function_bf16_close_to_fp32_reference():
+    x = activations((2, 8, 8, 32), torch.bfloat16)
+    gamma, beta = random_params(32)
+    expected = outputs_and_grads(lambda x, g, b: reference_grn(x.float(), g, b), [x, gamma, beta])
+    actual = outputs_and_grads(grn, [x, gamma, beta])
+    assert actual[0].dtype == torch.float32  # compared in fp32; the output itself is bf16
+    assert grn(x, gamma, beta).dtype == torch.bfloat16
+    assert_all_close(actual, expected, rtol=2e-2, atol=5e-2)
+
+
+def reference_block(block, x, visible=None):
+    """ConvNeXtV2Block as the paper writes it, with the dense FCMAE masking."""
+    residual = block.depthwise_conv(x)
+    if visible is not None:
+        residual = residual * visible
+    residual = residual.permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+    residual = F.gelu(block.pointwise_conv1(block.norm(residual)))
+    residual = reference_grn(residual, block.grn.gamma, block.grn.beta,
+                             visible=None if visible is None else visible.permute(0, 2, 3, 1))
+    residual = block.pointwise_conv2(residual).permute(0, 3, 1, 2)
+    if visible is not None:
+        residual = residual * visible
+    return x + block.drop_path(residual)
+
+
+def make_block(channels=8, **kwargs):
+    block = ConvNeXtV2Block(channels, **kwargs)
+    gen = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for param in block.parameters():  # GRN included: random, non-zero
+            param.copy_(torch.randn(param.shape, generator=gen) * 0.3)
+    return block
+
+
+def block_outputs_and_grads(block, forward, x, visible):
+    """Output, input gradient and every parameter gradient of ``forward(block, x, visible)``,
+    with the same drop-path draw for every call."""
+    block.zero_grad()
+    x = x.detach().clone().requires_grad_()
+    torch.manual_seed(5)
+    out = forward(block, x, visible)
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(2))
+    (out * weights).sum().backward()
+    return [out.detach(), x.grad] + [p.grad.clone() for p in block.parameters()]
+
+
+def patch_visible(n, size, kept_per_sample):
+    """(N, 1, size, size) 0/1 map keeping ``kept_per_sample[i]`` random sites of sample i."""
+    gen = torch.Generator().manual_seed(6)
+    visible = torch.zeros(n, size * size)
+    for i, kept in enumerate(kept_per_sample):
+        visible[i, torch.randperm(size * size, generator=gen)[:kept]] = 1.
+    return visible.view(n, 1, size, size)
+
+
+@pytest.mark.parametrize('case', ['dense', 'same-count mask', 'ragged mask', 'drop-path',
+                                  'checkpoint'])
+def test_block_matches_reference(case):
+    kwargs = dict(drop_path_rate=0.5) if case == 'drop-path' else \
+        dict(with_cp=True) if case == 'checkpoint' else {}
+    block = make_block(**kwargs).train()
+    x = torch.randn(3, 8, 6, 6, generator=torch.Generator().manual_seed(7))
+    x = x.contiguous(memory_format=torch.channels_last)
+    visible = None
+    if case == 'same-count mask':
+        visible = patch_visible(3, 6, [14, 14, 14])
+    elif case == 'ragged mask':
+        visible = patch_visible(3, 6, [10, 20, 36])
+    if visible is not None:
+        x = x * visible  # the backbone zeroes removed sites before every block
+    expected = block_outputs_and_grads(block, reference_block, x, visible)
+    actual = block_outputs_and_grads(block, lambda b, x, v: b(x, v), x, visible)
+    assert_all_close(actual, expected, rtol=1e-5, atol=2e-5)
+    if visible is not None:
+        assert actual[0][(visible == 0).expand_as(x)].abs().max() == 0  # removed stay empty
+    assert actual[0].is_contiguous(memory_format=torch.channels_last)
+
+
+def test_backbone_stays_channels_last():
+    """No block sees (or makes) a copy in another memory format: the stem's LayerNorm2d turns
+    the NCHW image into channels_last and everything after keeps it."""
+    model = ConvNeXtV2(dict(depths=[1, 2, 1, 1], channels=[8, 16, 24, 32]))
+    seen = []
+    for block in model.modules():
+        if isinstance(block, ConvNeXtV2Block):
+            block.register_forward_hook(lambda m, args, out: seen.append(
+                (args[0].is_contiguous(memory_format=torch.channels_last),
+                 out.is_contiguous(memory_format=torch.channels_last))))
+    mask = torch.zeros(2, 2, 2)
+    mask[:, 0, 1] = 1
+    for m in (None, mask):
+        model(torch.randn(2, 3, 64, 64), m)
+    assert seen == [(True, True)] * 10
