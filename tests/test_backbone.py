@@ -173,3 +173,17 @@ def test_layer_depth_matches_official_grouping(arch):
         (sum(model.depths) + 1, sum(model.depths) + 2)
     with pytest.raises(ValueError, match="'stage'"):
         model.get_layer_depth('stages.0.0.norm.weight', decay_type='stage')
+
+
+def test_outputs_follow_input_memory_format():
+    # Internally channels_last; outputs must come back in the caller's layout because mmcv
+    # ops (RoIAlign, ...) misread channels_last tensors.
+    model = ConvNeXtV2(TINY_ARCH, out_indices=(0, 3), gap_before_final_norm=False)
+    x = torch.randn(2, 3, 64, 64)
+    for out in model(x):
+        assert out.is_contiguous()
+    x_last = x.contiguous(memory_format=torch.channels_last)
+    outs = model(x_last)
+    for out, ref in zip(outs, model(x)):
+        assert out.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(out, ref)

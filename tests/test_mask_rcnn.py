@@ -17,7 +17,7 @@ from mmcnx2.datasets import CLASSES, make_synthetic_world
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = sorted(glob.glob(osp.join(REPO, 'configs', 'mask_rcnn', '*.py')))
-ATTO = osp.join(REPO, 'configs', 'mask_rcnn', 'mask-rcnn_convnext-v2-atto_fpn_8xb2-amp-1x_coco.py')
+ATTO = osp.join(REPO, 'configs', 'mask_rcnn', 'mask-rcnn_convnextv2-atto_fpn_8xb2-amp-1x_coco.py')
 
 
 @pytest.fixture(scope='module')
@@ -117,6 +117,9 @@ def test_configs_follow_the_recipe():
         assert cfg.model.neck.in_channels == ConvNeXtV2.arch_settings[backbone.arch]['channels']
         assert backbone.get('with_cp', False) == (backbone.arch in ('large', 'huge'))
         assert cfg.custom_imports.imports == ['mmcnx2']
+        roi_head = cfg.model.roi_head  # see test_roi_features_do_not_depend_on_memory_layout
+        assert roi_head.bbox_roi_extractor.roi_layer.use_torchvision
+        assert roi_head.mask_roi_extractor.roi_layer.use_torchvision
         assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
         assert cfg.optim_wrapper.constructor == 'LayerDecayOptimWrapperConstructor'
         optimizer = cfg.optim_wrapper.optimizer
@@ -131,6 +134,25 @@ def test_configs_follow_the_recipe():
             assert tuple(cfg.train_pipeline[2].ratio_range) == (0.1, 2.0)
             assert tuple(cfg.train_pipeline[3].crop_size) == (1024, 1024)
             assert cfg.model.test_cfg.rcnn.nms.type == 'soft_nms'
+
+
+def test_roi_features_do_not_depend_on_memory_layout():
+    """ConvNeXtV2 returns channels_last features; the configs' RoI extractors must read them
+    as what they are (mmcv's own RoIAlign kernel reads them as NCHW and scrambles them)."""
+    import torch
+    from mmdet.registry import MODELS
+    from mmdet.utils import register_all_modules
+    from mmengine.config import Config
+    register_all_modules(init_default_scope=False)
+    cfg = Config.fromfile(ATTO).model
+    cfg.backbone.init_cfg = None
+    model = MODELS.build(cfg).eval()
+    with torch.no_grad():
+        feats = model.extract_feat(torch.randn(1, 3, 64, 96))[:4]
+        rois = torch.tensor([[0., 4., 6., 40., 50.], [0., 30., 2., 90., 60.]])
+        for extractor in (model.roi_head.bbox_roi_extractor, model.roi_head.mask_roi_extractor):
+            expected = extractor([f.contiguous() for f in feats], rois)
+            torch.testing.assert_close(extractor(feats, rois), expected)
 
 
 def test_bad_data_is_named(tmp_path):
@@ -186,13 +208,15 @@ def test_dist_train_lowers_loss_and_test_reports_coco_map(coco_root, tmp_path):
     # 64 images / (2 processes x 2) = 16 iterations per epoch, a loss logged every 2
     assert len(losses) >= 20
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
-    assert last < 0.75 * first, losses
+    # measured: 3.85 -> 1.85
+    assert last < 0.6 * first, losses
 
     log = run([sys.executable, 'tools/test.py', config, osp.join(work_dir, 'epoch_3.pth'),
                '--work-dir', work_dir])
     metrics = coco_metrics(log)
     assert set(metrics) == {'bbox_mAP', 'segm_mAP'}, log[-2000:]
-    assert all(0 <= v <= 1 for v in metrics.values())
+    # measured after 48 iterations: bbox 0.223, segm 0.284 (untrained about 0.003)
+    assert all(0.05 < v <= 1 for v in metrics.values()), metrics
 
 
 MMDET_STYLE = """
@@ -226,7 +250,8 @@ json.dump(metrics, open(work_dir + '/metrics.json', 'w'))
 
 @pytest.mark.slow
 def test_longer_training_beats_untrained_model(coco_root, tmp_path):
-    config = tiny_config(tmp_path / 'tiny.py', coco_root, max_epochs=12)
+    # 8 epochs of 64 images at batch 2: 256 iterations, about 90 s on one core
+    config = tiny_config(tmp_path / 'tiny.py', coco_root, max_epochs=8)
     script = tmp_path / 'mmdet_style.py'
     script.write_text(MMDET_STYLE)
     run([sys.executable, str(script), config, str(tmp_path)])
@@ -234,10 +259,10 @@ def test_longer_training_beats_untrained_model(coco_root, tmp_path):
         metrics = json.load(f)
     untrained, trained = metrics['untrained'], metrics['trained']
     print(metrics)
-    # Measured (384 iterations from scratch, seed 0, 2 cores): untrained bbox mAP 0.001 /
-    # mAP@50 0.006, segm 0.000 / 0.000; trained bbox 0.004 / 0.032, segm 0.002 / 0.012. The
-    # boxes land on the objects but the class scores are still nearly uniform at this
-    # budget, so only the IoU-0.5 metrics are asserted.
+    # Measured (256 iterations from scratch, seed 0): untrained bbox mAP 0.003 / mAP@50 0.014,
+    # segm 0.000 / 0.000; trained bbox 0.483 / 0.969, segm 0.605 / 0.997 (12 epochs: bbox
+    # 0.757, segm 0.811). Scrambled RoI features (see the memory-layout test) left it at 0.005.
     for kind in ('bbox', 'segm'):
-        before, after = untrained[f'coco/{kind}_mAP_50'], trained[f'coco/{kind}_mAP_50']
-        assert after > max(3 * before, 0.008), (kind, before, after)
+        assert untrained[f'coco/{kind}_mAP_50'] < 0.05, untrained
+        assert trained[f'coco/{kind}_mAP_50'] > 0.8, trained
+        assert trained[f'coco/{kind}_mAP'] > 0.3, trained

@@ -46,7 +46,7 @@ class Stage(NamedTuple):
 
 FCMAE_CFG = 'fcmae_convnextv2-atto_1xb16-200it_synthetic-96.py'
 FT_CFG = 'convnextv2-atto_fcmae-pre_1xb16-150it_synthetic-96.py'
-DET_CFG = 'mask-rcnn_convnext-v2-atto_fpn_1xb4-150it_synthetic-96.py'
+DET_CFG = 'mask-rcnn_convnextv2-atto_fpn_1xb4-150it_synthetic-96.py'
 SEG_CFG = 'upernet_convnextv2-atto_1xb4-150it_synthetic-96x96.py'
 STAGES = (
     Stage('fcmae', FCMAE_CFG, None, 150),

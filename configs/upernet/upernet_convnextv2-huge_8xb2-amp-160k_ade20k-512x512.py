@@ -3,7 +3,7 @@ _base_ = '../_base_/upernet_convnextv2_ade20k-512x512.py'
 # ConvNeXt V2 fine-tuned on IN-1K after FCMAE (official convnextv2_huge_1k_224_ema.pt
 # converted with tools/model_converters/convnextv2_to_mmcnx2.py), or any checkpoint of this
 # repo with a `backbone.` ConvNeXtV2 (fine-tuning or FCMAE).
-pretrained = 'checkpoints/convnextv2-huge_fcmae-in1k-ft_mmcnx2.pth'
+pretrained = 'work_dirs/convnextv2-huge_fcmae-pre_8xb128-50e_in1k/epoch_50.pth'
 
 model = dict(
     backbone=dict(

@@ -259,7 +259,12 @@ class ConvNeXtV2(BaseBackbone):
         if mask is not None:
             self._check_mask(x, mask)
             mask = mask.to(x.dtype)
-        # Channels-last end to end: the blocks' (N, H, W, C) views are then free.
+        # Outputs keep the caller's memory format: mmcv ops (RoIAlign, DCN, ...) silently
+        # misread channels_last tensors (open-mmlab/mmcv#2203).
+        out_format = torch.channels_last if x.is_contiguous(
+            memory_format=torch.channels_last) and not x.is_contiguous() \
+            else torch.contiguous_format
+        # Channels-last end to end inside: the blocks' (N, H, W, C) views are then free.
         x = x.contiguous(memory_format=torch.channels_last)
         outs = []
         for i, (downsample, stage) in enumerate(zip(self.downsample_layers, self.stages)):
@@ -276,7 +281,7 @@ class ConvNeXtV2(BaseBackbone):
                 if self.gap_before_final_norm:
                     outs.append(norm(x.mean((-2, -1), keepdim=True)).flatten(1))
                 else:
-                    outs.append(norm(x))
+                    outs.append(norm(x).contiguous(memory_format=out_format))
         return tuple(outs)
 
     @staticmethod

@@ -14,7 +14,14 @@ model = dict(
         out_indices=(0, 1, 2, 3),
         gap_before_final_norm=False,  # one LayerNorm per output stage for the FPN
         drop_path_rate=0.2),
-    neck=dict(in_channels=[96, 192, 384, 768]))
+    neck=dict(in_channels=[96, 192, 384, 768]),
+    # ConvNeXtV2's features (and so the FPN's) are channels_last in memory, which mmcv's
+    # RoIAlign kernels (CPU and CUDA) read as if they were NCHW-contiguous: the RoI features
+    # come out scrambled (open-mmlab/mmcv#2203), and the boxes still train through the RPN
+    # but classes and masks do not. torchvision's roi_align honours any memory layout.
+    roi_head=dict(
+        bbox_roi_extractor=dict(roi_layer=dict(use_torchvision=True)),
+        mask_roi_extractor=dict(roi_layer=dict(use_torchvision=True))))
 
 # Same data as mmdet's, loaded by a CocoDataset that names the file of a missing image or a
 # broken annotation when the dataset is built, instead of failing later inside a transform.

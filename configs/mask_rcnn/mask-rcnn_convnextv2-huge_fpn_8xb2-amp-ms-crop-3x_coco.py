@@ -1,15 +1,15 @@
-_base_ = '../_base_/mask_rcnn_convnext-v2_fpn_lsj-3x_coco-1024.py'
+_base_ = '../_base_/mask_rcnn_convnextv2_fpn_ms-crop-3x_coco.py'
 
-# ConvNeXt V2-Large fine-tuned on IN-1K after FCMAE (official weights converted with
+# ConvNeXt V2-Huge fine-tuned on IN-1K after FCMAE (official weights converted with
 # tools/model_converters/convnextv2_to_mmcnx2.py), or any checkpoint with a `backbone.`
 # ConvNeXtV2 (FCMAE pretraining, fine-tuning). From scratch: model.backbone.init_cfg=None.
-pretrained = 'checkpoints/convnext-v2-large_fcmae-in1k-ft_mmcnx2.pth'
+pretrained = 'work_dirs/convnextv2-huge_fcmae-pre_8xb128-50e_in1k/epoch_50.pth'
 
 model = dict(
     backbone=dict(
-        arch='large',
-        drop_path_rate=0.4,
+        arch='huge',
+        drop_path_rate=0.5,
         with_cp=True,  # gradient checkpointing: see README "Memory"
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
-    neck=dict(in_channels=[192, 384, 768, 1536]))
+    neck=dict(in_channels=[352, 704, 1408, 2816]))
 optim_wrapper = dict(paramwise_cfg=dict(layer_decay_rate=0.95))

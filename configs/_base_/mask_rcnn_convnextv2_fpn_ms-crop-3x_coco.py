@@ -2,7 +2,7 @@
 # ConvNeXt V1 config mmdet::convnext/mask-rcnn_convnext-t-p4-w7_fpn_amp-ms-crop-3x_coco.py.
 # That config cannot be a base next to ours (both define model and optimizer), so its
 # pipeline and schedule are restated here.
-_base_ = './mask_rcnn_convnext-v2_fpn_1x_coco.py'
+_base_ = './mask_rcnn_convnextv2_fpn_1x_coco.py'
 
 scales = [(480, 1333), (512, 1333), (544, 1333), (576, 1333), (608, 1333), (640, 1333),
           (672, 1333), (704, 1333), (736, 1333), (768, 1333), (800, 1333)]

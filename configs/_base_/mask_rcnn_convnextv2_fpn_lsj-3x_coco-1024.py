@@ -2,7 +2,7 @@
 # batch 32 (8 GPUs x 4), AdamW lr 1e-4, 3x schedule (36 epochs), single-scale test at 1024
 # with soft-NMS. The LSJ pipeline is the one of mmdet::common/lsj-100e_coco-instance.py,
 # restated because that file also defines data loaders and schedules of its own.
-_base_ = './mask_rcnn_convnext-v2_fpn_1x_coco.py'
+_base_ = './mask_rcnn_convnextv2_fpn_1x_coco.py'
 
 image_size = (1024, 1024)
 model = dict(

@@ -1,9 +1,9 @@
-_base_ = '../_base_/mask_rcnn_convnext-v2_fpn_1x_coco.py'
+_base_ = '../_base_/mask_rcnn_convnextv2_fpn_1x_coco.py'
 
 # ConvNeXt V2-Tiny fine-tuned on IN-1K after FCMAE (official weights converted with
 # tools/model_converters/convnextv2_to_mmcnx2.py), or any checkpoint with a `backbone.`
 # ConvNeXtV2 (FCMAE pretraining, fine-tuning). From scratch: model.backbone.init_cfg=None.
-pretrained = 'checkpoints/convnext-v2-tiny_fcmae-in1k-ft_mmcnx2.pth'
+pretrained = 'work_dirs/convnextv2-tiny_fcmae-pre_8xb128-300e_in1k/epoch_300.pth'
 
 model = dict(
     backbone=dict(

@@ -2,7 +2,7 @@
 # on the synthetic world's COCO-layout scenes (5 shape classes, instance masks). The real
 # 1x config with 96-pixel images, batch 4 and 150 iterations (the 1x schedule's warm-up and
 # steps at 8/12 and 11/12 of the run, scaled to it), fp32 on CPU, data under data/coco.
-_base_ = '../mask_rcnn/mask-rcnn_convnext-v2-atto_fpn_8xb2-amp-1x_coco.py'
+_base_ = '../mask_rcnn/mask-rcnn_convnextv2-atto_fpn_8xb2-amp-1x_coco.py'
 
 classes = ('circle', 'square', 'triangle', 'star', 'cross')  # mmcnx2.datasets.CLASSES
 palette = [(220, 50, 40), (40, 90, 220), (40, 170, 60), (235, 200, 30), (170, 50, 200)]
@@ -15,10 +15,18 @@ lr = 4e-4
 # The fine-tuned demo classifier (tools/run_demo.py passes its own with --cfg-options
 # pretrained=PATH; from random initialisation: model.backbone.init_cfg=None).
 pretrained = 'work_dirs/convnextv2-atto_fcmae-pre_1xb16-150it_synthetic-96/iter_150.pth'
+# FPN and heads at a quarter of their width (256 -> 64 channels, box head fc 1024 -> 256):
+# at full width they cost many times the atto backbone on a CPU.
+width = 64
 model = dict(
     backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
+    neck=dict(out_channels=width),
+    rpn_head=dict(in_channels=width, feat_channels=width),
     roi_head=dict(
-        bbox_head=dict(num_classes=len(classes)), mask_head=dict(num_classes=len(classes))),
+        bbox_roi_extractor=dict(out_channels=width),
+        bbox_head=dict(in_channels=width, fc_out_channels=256, num_classes=len(classes)),
+        mask_roi_extractor=dict(out_channels=width),
+        mask_head=dict(in_channels=width, conv_out_channels=width, num_classes=len(classes))),
     # A 96-pixel image holds at most 4 objects: a tenth of COCO's proposals, RoIs and
     # detections per image (the mask head on 100 detections would dominate CPU time).
     train_cfg=dict(
