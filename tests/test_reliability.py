@@ -173,6 +173,23 @@ def test_fcmae_resume_after_sigkill_repeats_losses(data, tmp_path):
     _check_exact_resume(_fcmae_cfg(data), tmp_path, 'iter', 1)
 
 
+@pytest.mark.slow
+def test_upernet_resume_after_sigkill_repeats_losses(tmp_path):
+    """The real UperNet config (mmseg scope; random crops, flips and drop path every step),
+    shrunk as in test_upernet.py."""
+    from test_upernet import write_tiny_config
+    ade_root = make_synthetic_world(
+        str(tmp_path / 'data'), num_train=16, num_val=4, image_size=64, layouts=('ade', ))['ade']
+    cfg = Config.fromfile(
+        write_tiny_config(tmp_path / 'upernet.py', ade_root, iters=18, lr=1e-3, batch_size=2,
+                          log_interval=1))
+    cfg.model.backbone.update(arch=TINY, drop_path_rate=0.1)
+    cfg.model.decode_head.in_channels = TINY['channels']
+    cfg.model.auxiliary_head.in_channels = TINY['channels'][2]
+    cfg.default_hooks.checkpoint.interval = 3
+    _check_exact_resume(cfg, tmp_path, 'iter', 1)
+
+
 @HOOKS.register_module()
 class _PoisonWeightsHook(Hook):
     """Test helper: turns the head weights into NaN before iteration ``at`` (1-based)."""

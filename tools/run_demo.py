@@ -1,5 +1,5 @@
 # Copyright (c) mmcnx2 contributors. All rights reserved.
-"""The main job: the whole ConvNeXt V2 chain on a generated world, about 15 min on 2 cores.
+"""The main job: the whole ConvNeXt V2 chain on a generated world, about 7 min on 2 cores.
 
 FCMAE pretraining -> fine-tuning (from the FCMAE checkpoint) -> Mask R-CNN and UperNet
 (from the fine-tuned checkpoint), plus the three downstream runs from random initialisation
