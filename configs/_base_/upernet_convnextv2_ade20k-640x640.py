@@ -1,36 +1,18 @@
-# ADE20K at crop 640 for the UperNet-ConvNeXt V2 configs: mmseg's own dataset settings
-# (datasets/ade20k_640x640.py) plus
-# - CheckSegMap after LoadAnnotations, so a bad label map fails naming its file;
-# - the paper's multi-scale test: scales 0.75-1.25 with flip (mmseg's test.py --tta);
-# - 2 images per GPU: 8 GPUs x 2 = batch 16;
-# - sliding-window single-scale test, as mmseg's ConvNeXt configs.
-_base_ = ['./upernet_convnextv2.py', 'mmseg::_base_/datasets/ade20k_640x640.py']
+# ADE20K at crop 640 for the UperNet-ConvNeXt V2 configs: the 512 settings with what mmseg's
+# datasets/ade20k_640x640.py changes (crop 640, resize scale 2560x640) and a sliding-window
+# stride of two thirds of the crop.
+_base_ = './upernet_convnextv2_ade20k-512x512.py'
 
-num_classes = 150
-check_seg_map = dict(type='CheckSegMap', num_classes=num_classes)
-# mmseg's pipelines load the labels at step 1 (train) and step 2 (test, after Resize).
-train_pipeline = _base_.train_pipeline[:2] + [check_seg_map] + _base_.train_pipeline[2:]
-test_pipeline = _base_.test_pipeline[:3] + [check_seg_map] + _base_.test_pipeline[3:]
-img_ratios = [0.75, 1.0, 1.25]
-tta_pipeline = [
-    dict(type='LoadImageFromFile', backend_args=None),
-    dict(
-        type='TestTimeAug',
-        transforms=[
-            [dict(type='Resize', scale_factor=r, keep_ratio=True) for r in img_ratios],
-            [
-                dict(type='RandomFlip', prob=0., direction='horizontal'),
-                dict(type='RandomFlip', prob=1., direction='horizontal'),
-            ],
-            [dict(type='LoadAnnotations')],
-            [check_seg_map],
-            [dict(type='PackSegInputs')],
-        ]),
-]
-train_dataloader = dict(batch_size=2, dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(batch_size=1, dataset=dict(pipeline=test_pipeline))
+crop_size = (640, 640)
+scale = (2560, 640)
+overrides = dict(
+    RandomResize=dict(scale=scale), RandomCrop=dict(crop_size=crop_size), Resize=dict(scale=scale))
+train_pipeline = [dict(t, **overrides.get(t['type'], {})) for t in _base_.train_pipeline]
+test_pipeline = [dict(t, **overrides.get(t['type'], {})) for t in _base_.test_pipeline]
+train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
 model = dict(
-    data_preprocessor=dict(size=_base_.crop_size),
-    test_cfg=dict(mode='slide', crop_size=_base_.crop_size, stride=(426, 426)))
+    data_preprocessor=dict(size=crop_size),
+    test_cfg=dict(crop_size=crop_size, stride=(426, 426)))
