@@ -41,7 +41,7 @@ class Stage(NamedTuple):
     # the stage whose checkpoint the chain variable `pretrained` points at; 'random': the
     # same config from random initialisation; None: the config starts from nothing anyway
     init: Optional[str]
-    expected_s: float  # estimated wall time of the full run on 2 idle cores, for the time left
+    expected_s: float  # measured wall time of the full run on 2 idle cores, for the time left
 
 
 FCMAE_CFG = 'fcmae_convnextv2-atto_1xb16-200it_synthetic-96.py'
@@ -49,13 +49,13 @@ FT_CFG = 'convnextv2-atto_fcmae-pre_1xb16-150it_synthetic-96.py'
 DET_CFG = 'mask-rcnn_convnextv2-atto_fpn_1xb4-150it_synthetic-96.py'
 SEG_CFG = 'upernet_convnextv2-atto_1xb4-150it_synthetic-96x96.py'
 STAGES = (
-    Stage('fcmae', FCMAE_CFG, None, 150),
-    Stage('finetune', FT_CFG, 'fcmae', 90),
-    Stage('finetune_random', FT_CFG, 'random', 90),
-    Stage('mask_rcnn', DET_CFG, 'finetune', 150),
-    Stage('mask_rcnn_random', DET_CFG, 'random', 150),
-    Stage('upernet', SEG_CFG, 'finetune', 100),
-    Stage('upernet_random', SEG_CFG, 'random', 100),
+    Stage('fcmae', FCMAE_CFG, None, 65),
+    Stage('finetune', FT_CFG, 'fcmae', 50),
+    Stage('finetune_random', FT_CFG, 'random', 50),
+    Stage('mask_rcnn', DET_CFG, 'finetune', 70),
+    Stage('mask_rcnn_random', DET_CFG, 'random', 70),
+    Stage('upernet', SEG_CFG, 'finetune', 40),
+    Stage('upernet_random', SEG_CFG, 'random', 40),
 )
 IMG_SIZE = 96  # the demo configs' image size
 # (train, val) images per layout; --quick: a few iterations on a few images

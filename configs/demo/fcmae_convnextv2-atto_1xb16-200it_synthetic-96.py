@@ -14,10 +14,7 @@ lr = 1.5e-3
 size_overrides = dict(RandomResizedCrop=dict(scale=img_size))
 train_pipeline = [dict(t, **size_overrides.get(t['type'], {})) for t in _base_.train_pipeline]
 train_dataloader = dict(
-    batch_size=batch_size, num_workers=2, dataset=dict(pipeline=train_pipeline),
-    # mmengine marks the base's collate_fn with `_scope_='mmpretrain'` (it comes from an
-    # `mmpretrain::` base) and passes it on to default_collate as an argument.
-    collate_fn=dict(_delete_=True, type='default_collate'))
+    batch_size=batch_size, num_workers=2, dataset=dict(pipeline=train_pipeline))
 
 optim_wrapper = dict(optimizer=dict(lr=lr))
 param_scheduler = [
