@@ -62,16 +62,21 @@ def test_benchmark_writes_json(bench_tool, tmp_path):
 
 
 def test_benchmark_bf16_channels_last_cpu_timer(bench_tool):
+    """The GPU setting of the memory target (bf16 autocast, channels_last, GRN recompute as on
+    CUDA), run on CPU: the activations kept for backward are a device-independent count."""
     report = bench_tool.main([
-        '--arch', TINY_ARCH, '--batch', '2', '--size', '32', '--warmup', '1', '--iters', '1',
+        '--arch', 'atto', '--batch', '2', '--size', '224', '--warmup', '1', '--iters', '1',
         '--repeats', '1', '--device', 'cpu', '--dtype', 'bf16', '--channels-last',
-        '--threads', '1', '--timer', 'cpu', '--models', 'mmcnx2', 'timm_convnextv2'
+        '--recompute-grn', 'on', '--threads', '1', '--timer', 'cpu', '--models', 'mmcnx2',
+        'timm_convnextv2'
     ])
     assert report['config']['threads'] == 1
     assert set(report['results']) == {'mmcnx2', 'timm_convnextv2'}
     assert all(res['train_img_s'] > 0 and res['infer_img_s'] > 0
                for res in report['results'].values())
     assert 'fcmae_step_time_vs_train_step' not in report['ratios']
+    # Measured 0.49; the issue's target for peak GPU memory is 0.6.
+    assert report['ratios']['saved_act_mb_vs_timm_convnextv2'] < 0.55
 
 
 def test_benchmark_rejects_bad_size(bench_tool):

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from mmcnx2.models.backbones.convnext_v2 import ConvNeXtV2, ConvNeXtV2Block
-from mmcnx2.models.utils import GRN
-from mmcnx2.models.utils.grn_function import grn
+from mmcnx2.models.utils import GRN, grn_function
+from mmcnx2.models.utils.depthwise_conv import depthwise_conv
+from mmcnx2.models.utils.grn_function import grn, pointwise_linear
 
 
 def reference_grn(x, gamma, beta, eps=1e-6, visible=None):
@@ -63,16 +64,95 @@ def test_grn_function_matches_reference_fp32(shape):
     assert_all_close(actual, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('recompute_gelu', [False, True])
-def test_grn_function_with_gelu_input_matches_reference(recompute_gelu):
+@pytest.fixture(params=['cpu formulations', 'cuda formulations'])
+def formulations(request, monkeypatch):
+    """Runs a test with the CPU-specific kernels, then with the ones CUDA takes (on CPU)."""
+    if request.param == 'cuda formulations':
+        monkeypatch.setattr(grn_function, '_on_cpu', lambda x: False)
+    return request.param
+
+
+@pytest.mark.parametrize('recompute', [False, True])
+def test_grn_function_with_gelu_input_matches_reference(recompute, formulations):
     x = activations((2, 6, 5, 12))
     gamma, beta = random_params(12)
     expected = outputs_and_grads(lambda x, g, b: reference_grn(F.gelu(x), g, b),
                                  [x, gamma, beta])
     actual = outputs_and_grads(
-        lambda x, g, b: grn(x, g, b, gelu_input=True, recompute_gelu=recompute_gelu),
+        lambda x, g, b: grn(x, g, b, gelu_input=True, recompute=recompute),
         [x, gamma, beta])
     assert_all_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def linear_params(in_channels, out_channels, dtype=torch.float32):
+    gen = torch.Generator().manual_seed(8)
+    weight = torch.randn(out_channels, in_channels, generator=gen) / in_channels**0.5
+    bias = torch.randn(out_channels, generator=gen)
+    return [p.to(dtype).requires_grad_() for p in (weight, bias)]
+
+
+@pytest.mark.parametrize('gelu_input', [False, True])
+@pytest.mark.parametrize('recompute', [False, True])
+def test_grn_fused_with_linear_matches_reference(gelu_input, recompute, formulations):
+    x = activations((2, 6, 5, 12))
+    params = random_params(12) + linear_params(12, 7)
+
+    def reference(x, gamma, beta, weight, bias):
+        return F.linear(reference_grn(F.gelu(x) if gelu_input else x, gamma, beta), weight,
+                        bias)
+
+    def fused(x, gamma, beta, weight, bias):
+        return grn(x, gamma, beta, gelu_input=gelu_input, weight=weight, bias=bias,
+                   recompute=recompute)
+
+    expected = outputs_and_grads(reference, [x] + params)
+    actual = outputs_and_grads(fused, [x] + params)
+    assert actual[0].shape == (2, 6, 5, 7)
+    assert_all_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('recompute', [False, True])
+def test_grn_fused_with_linear_bf16_close_to_fp32_reference(recompute, formulations):
+    x = activations((2, 8, 8, 32), torch.bfloat16)
+    params = random_params(32) + linear_params(32, 16)
+
+    def reference(x, gamma, beta, weight, bias):
+        return F.linear(reference_grn(F.gelu(x.float()), gamma, beta), weight, bias)
+
+    def fused(x, gamma, beta, weight, bias):
+        return grn(x, gamma, beta, gelu_input=True, weight=weight, bias=bias,
+                   recompute=recompute)
+
+    expected = outputs_and_grads(reference, [x] + params)
+    actual = outputs_and_grads(fused, [x] + params)
+    assert fused(x, *params).dtype == torch.bfloat16
+    assert_all_close(actual, expected, rtol=3e-2, atol=1e-1)
+
+
+def test_pointwise_linear_matches_linear(formulations):
+    x = activations((2, 5, 4, 12))
+    weight, bias = linear_params(12, 20)
+    expected = outputs_and_grads(F.linear, [x, weight, bias])
+    actual = outputs_and_grads(pointwise_linear, [x, weight, bias])
+    assert_all_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('autocast', [False, True])
+def test_depthwise_conv_matches_conv2d(autocast):
+    conv = torch.nn.Conv2d(8, 8, kernel_size=7, padding=3, groups=8)
+    x = torch.randn(2, 8, 9, 9, generator=torch.Generator().manual_seed(9))
+    x = x.contiguous(memory_format=torch.channels_last)
+
+    def run(fn):
+        conv.zero_grad()
+        with torch.autocast('cpu', dtype=torch.bfloat16, enabled=autocast):
+            out, grads = outputs_and_grads(fn, [x])
+        return [out, grads, conv.weight.grad.clone(), conv.bias.grad.clone()]
+
+    expected = run(conv)
+    actual = run(lambda x: depthwise_conv(x, conv))
+    tol = dict(rtol=3e-2, atol=1e-1) if autocast else dict(rtol=1e-5, atol=1e-5)
+    assert_all_close(actual, expected, **tol)
 
 
 def test_grn_module_masked_matches_reference():
@@ -149,10 +229,11 @@ def patch_visible(n, size, kept_per_sample):
 
 @pytest.mark.parametrize('case', ['dense', 'same-count mask', 'ragged mask', 'drop-path',
                                   'checkpoint'])
-def test_block_matches_reference(case):
+@pytest.mark.parametrize('recompute_grn', [False, True])
+def test_block_matches_reference(case, recompute_grn, formulations):
     kwargs = dict(drop_path_rate=0.5) if case == 'drop-path' else \
         dict(with_cp=True) if case == 'checkpoint' else {}
-    block = make_block(**kwargs).train()
+    block = make_block(recompute_grn=recompute_grn, **kwargs).train()
     x = torch.randn(3, 8, 6, 6, generator=torch.Generator().manual_seed(7))
     x = x.contiguous(memory_format=torch.channels_last)
     visible = None
@@ -170,6 +251,58 @@ def test_block_matches_reference(case):
     assert actual[0].is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.parametrize('recompute_grn', [False, True])
+@pytest.mark.parametrize('case', ['dense', 'same-count mask'])
+def test_block_bf16_autocast_close_to_reference(case, recompute_grn, formulations):
+    block = make_block(16, recompute_grn=recompute_grn).train()
+    x = torch.randn(2, 16, 8, 8, generator=torch.Generator().manual_seed(7))
+    x = x.contiguous(memory_format=torch.channels_last)
+    visible = patch_visible(2, 8, [20, 20]) if case == 'same-count mask' else None
+    if visible is not None:
+        x = x * visible
+
+    def under_autocast(forward):
+        def run(block, x, visible):
+            with torch.autocast('cpu', dtype=torch.bfloat16):
+                return forward(block, x, visible).float()
+        return run
+
+    expected = block_outputs_and_grads(block, reference_block, x, visible)
+    actual = block_outputs_and_grads(block, under_autocast(lambda b, x, v: b(x, v)), x,
+                                     visible)
+    reference_bf16 = block_outputs_and_grads(block, under_autocast(reference_block), x,
+                                             visible)
+    for fast, ref_bf16, exact in zip(actual, reference_bf16, expected):
+        # About as far from the fp32 numbers as the straightforward block under autocast.
+        fast_error = (fast - exact).abs().max()
+        bound = 2 * (ref_bf16 - exact).abs().max() + 0.01 * exact.abs().max()
+        assert fast_error <= bound, (fast_error, bound)
+
+
+def hidden_sized_saved_tensors(block, x):
+    """Number of distinct (N, H, W, 4C)-sized tensors autograd keeps for one block forward."""
+    hidden_numel = x.numel() * 4
+    storages = set()
+
+    def pack(t):
+        if t.numel() == hidden_numel:
+            storages.add(t.untyped_storage().data_ptr())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = block(x.requires_grad_())
+    del out
+    return len(storages)
+
+
+def test_recompute_grn_keeps_one_hidden_activation():
+    """The memory claim of recompute_grn: one (N, H, W, 4C) tensor kept instead of three
+    (pre-activation, GELU output and GRN output)."""
+    x = torch.randn(2, 8, 6, 6).contiguous(memory_format=torch.channels_last)
+    assert hidden_sized_saved_tensors(make_block(recompute_grn=True), x) == 1
+    assert hidden_sized_saved_tensors(make_block(recompute_grn=False), x) == 3
+
+
 def test_backbone_stays_channels_last():
     """No block sees (or makes) a copy in another memory format: the stem's LayerNorm2d turns
     the NCHW image into channels_last and everything after keeps it."""
@@ -185,3 +318,17 @@ def test_backbone_stays_channels_last():
     for m in (None, mask):
         model(torch.randn(2, 3, 64, 64), m)
     assert seen == [(True, True)] * 10
+
+
+@pytest.mark.slow
+def test_compiled_block_matches_eager(formulations):
+    """torch.compile traces the fused functions (in the formulation and recompute setting
+    each device uses by default) and gives the eager numbers."""
+    torch._dynamo.reset()
+    block = make_block(16, recompute_grn=formulations == 'cuda formulations').train()
+    x = torch.randn(2, 16, 8, 8, generator=torch.Generator().manual_seed(7))
+    x = x.contiguous(memory_format=torch.channels_last)
+    compiled = torch.compile(block)
+    expected = block_outputs_and_grads(block, lambda b, x, v: b(x, v), x, None)
+    actual = block_outputs_and_grads(block, lambda b, x, v: compiled(x, v), x, None)
+    assert_all_close(actual, expected, rtol=1e-4, atol=1e-4)

@@ -65,6 +65,9 @@ def parse_args(argv=None):
     parser.add_argument('--warmup', type=int, default=2, help='steps per model before timing')
     parser.add_argument('--iters', type=int, default=3, help='steps per timed round')
     parser.add_argument('--repeats', type=int, default=5, help='timed rounds per model')
+    parser.add_argument('--recompute-grn', choices=['auto', 'on', 'off'], default='auto',
+                        help="mmcnx2's recompute_grn (auto: on CUDA only); 'on' on CPU shows "
+                        'the activation memory the CUDA default keeps')
     parser.add_argument('--models', nargs='+',
                         default=['mmcnx2', 'timm_convnextv2', 'timm_convnext', 'mmcnx2_fcmae'],
                         choices=['mmcnx2', 'timm_convnextv2', 'timm_convnext', 'mmcnx2_fcmae'])
@@ -82,9 +85,9 @@ def parse_args(argv=None):
 class Classifier(nn.Module):
     """mmcnx2 backbone (pool + output LayerNorm inside) followed by a linear head."""
 
-    def __init__(self, arch):
+    def __init__(self, arch, recompute_grn=None):
         super().__init__()
-        self.backbone = ConvNeXtV2(arch)
+        self.backbone = ConvNeXtV2(arch, recompute_grn=recompute_grn)
         self.backbone.init_weights()
         self.head = nn.Linear(self.backbone.channels[-1], NUM_CLASSES)
 
@@ -105,12 +108,16 @@ def build_timm(arch, v2: bool) -> Optional[nn.Module]:
     return timm.create_model(name, pretrained=False, num_classes=NUM_CLASSES)
 
 
-def build_fcmae(arch) -> nn.Module:
+def build_fcmae(arch, recompute_grn=None) -> nn.Module:
     _, channels = ConvNeXtV2._parse_arch(arch)
     model = MODELS.build(
         dict(
             type='FCMAE',
-            backbone=dict(type='ConvNeXtV2', arch=arch, gap_before_final_norm=False),
+            backbone=dict(
+                type='ConvNeXtV2',
+                arch=arch,
+                gap_before_final_norm=False,
+                recompute_grn=recompute_grn),
             neck=dict(type='FCMAEDecoder', in_channels=channels[-1]),
             head=dict(type='FCMAEHead', norm_pix=True)))
     model.init_weights()
@@ -227,11 +234,12 @@ def run(args) -> dict:
 
 def measure(args) -> dict:
     torch.manual_seed(0)
+    recompute_grn = dict(auto=None, on=True, off=False)[args.recompute_grn]
     builders = dict(
-        mmcnx2=lambda: Classifier(args.arch),
+        mmcnx2=lambda: Classifier(args.arch, recompute_grn),
         timm_convnextv2=lambda: build_timm(args.arch, v2=True),
         timm_convnext=lambda: build_timm(args.arch, v2=False),
-        mmcnx2_fcmae=lambda: build_fcmae(args.arch))
+        mmcnx2_fcmae=lambda: build_fcmae(args.arch, recompute_grn))
     runners = []
     for name in args.models:
         model = builders[name]()
@@ -305,7 +313,8 @@ def main(argv=None):
     report = run(args)
     config = report['config']
     print(f"arch={config['arch']} batch={args.batch} size={args.size} dtype={args.dtype} "
-          f"channels_last={args.channels_last} compile={args.compile} on {config['machine']} "
+          f"channels_last={args.channels_last} compile={args.compile} "
+          f"recompute_grn={args.recompute_grn} on {config['machine']} "
           f"({config['threads']} threads, {args.timer} time), torch {config['torch']}")
     print(format_table(report))
     if args.out:

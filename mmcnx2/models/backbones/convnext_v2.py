@@ -10,7 +10,6 @@ from typing import Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
@@ -19,6 +18,8 @@ from mmpretrain.models.backbones.base_backbone import BaseBackbone
 
 from ...registry import register_model
 from ..utils import GRN, LayerNorm2d, expand_patch_mask, load_pretrained_backbone
+from ..utils.depthwise_conv import depthwise_conv
+from ..utils.grn_function import grn, pointwise_linear
 
 # Patch size of FCMAE masks; every stage stride (4, 8, 16, 32) divides it.
 MASK_PATCH_SIZE = 32
@@ -30,14 +31,19 @@ class ConvNeXtV2Block(BaseModule):
     Fast paths (same numbers as the formula, see tests/test_fast_paths.py): everything between
     the depthwise conv and the residual add runs on channels-last (N, H, W, C) data, which is a
     free view when x is ``torch.channels_last`` (as it is after the stem's LayerNorm2d);
-    GELU + GRN is one fused autograd function; with a mask that keeps the same number of sites
-    in every sample (FCMAE), the per-site MLP runs on the kept sites only.
+    GELU + GRN + pointwise_conv2 is one fused autograd function, and the depthwise conv takes a
+    cheaper backward on CPU; with a mask that keeps the same number of sites in every sample
+    (FCMAE), the per-site MLP runs on the kept sites only.
 
     Args:
         channels (int): Input and output channels C.
         mlp_ratio (float): Hidden width of the MLP as a multiple of C. Defaults to 4.
         drop_path_rate (float): Stochastic depth rate of the residual branch.
         with_cp (bool): Recompute the block in backward to save activation memory.
+        recompute_grn (bool, optional): Recompute GELU's and GRN's outputs in backward
+            instead of keeping them (see :func:`~mmcnx2.models.utils.grn_function.grn`):
+            the block then keeps one (N, H, W, 4C) tensor for backward instead of three.
+            Defaults to None: on CUDA only.
 
     Shapes:
         x: (N, C, H, W). visible: None or (N, 1, H, W), 1 at kept sites and 0 at removed ones
@@ -50,6 +56,7 @@ class ConvNeXtV2Block(BaseModule):
                  mlp_ratio: float = 4.,
                  drop_path_rate: float = 0.,
                  with_cp: bool = False,
+                 recompute_grn: Optional[bool] = None,
                  init_cfg=None):
         super().__init__(init_cfg)
         hidden = int(mlp_ratio * channels)
@@ -57,11 +64,12 @@ class ConvNeXtV2Block(BaseModule):
             channels, channels, kernel_size=7, padding=3, groups=channels)
         self.norm = nn.LayerNorm(channels, eps=1e-6)
         self.pointwise_conv1 = nn.Linear(channels, hidden)
-        self.grn = GRN(hidden)  # applies GELU first, fused (see _residual)
+        self.grn = GRN(hidden)  # holds gamma and beta; applied fused (see _residual)
         self.pointwise_conv2 = nn.Linear(hidden, channels)
         self.drop_path = DropPath(drop_path_rate) if drop_path_rate > 0 \
             else nn.Identity()
         self.with_cp = with_cp
+        self.recompute_grn = recompute_grn
 
     @staticmethod
     def _kept_rows(visible: torch.Tensor) -> Optional[torch.Tensor]:
@@ -73,20 +81,9 @@ class ConvNeXtV2Block(BaseModule):
             return None
         return flat.flatten().nonzero().squeeze(1)
 
-    @staticmethod
-    def _pointwise(x: torch.Tensor, linear: nn.Linear) -> torch.Tensor:
-        """``linear`` over the channels of (N, H, W, C) x."""
-        if x.device.type != 'cpu':
-            return linear(x)
-        # On CPU oneDNN's 1x1 convolution on the channels_last view is ~8% faster than
-        # Linear's GEMM (fwd + bwd, measured for every ConvNeXt V2 stage shape).
-        x = x.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W), channels_last
-        x = F.conv2d(x, linear.weight[:, :, None, None], linear.bias)
-        return x.permute(0, 2, 3, 1)
-
     def _residual(self, x: torch.Tensor, visible: Optional[torch.Tensor],
                   kept: Optional[torch.Tensor]) -> torch.Tensor:
-        x = self.depthwise_conv(x).permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+        x = depthwise_conv(x, self.depthwise_conv).permute(0, 2, 3, 1)  # -> (N, H, W, C)
         if kept is not None:
             # (N*H*W, C) rows -> (N, L, 1, C): the L kept sites of each sample.
             n, channels = x.shape[0], x.shape[-1]
@@ -94,10 +91,16 @@ class ConvNeXtV2Block(BaseModule):
             visible = None  # nothing removed is left
         elif visible is not None:
             visible = visible.permute(0, 2, 3, 1)  # (N, 1, H, W) -> (N, H, W, 1)
-        x = self._pointwise(self.norm(x), self.pointwise_conv1)
-        # GELU + GRN, fused; GELU(0) = 0, so masking the pre-activation also removes the
-        # sites from the GRN statistics.
-        x = self._pointwise(self.grn(x, visible, gelu_input=True), self.pointwise_conv2)
+        x = pointwise_linear(self.norm(x), self.pointwise_conv1.weight,
+                             self.pointwise_conv1.bias)
+        if visible is not None:
+            # GELU(0) = 0, so masking the pre-activation also removes the sites from the GRN
+            # statistics.
+            x = x * visible
+        # GELU + GRN + pointwise_conv2, fused.
+        x = grn(x, self.grn.gamma, self.grn.beta, self.grn.eps, gelu_input=True,
+                weight=self.pointwise_conv2.weight, bias=self.pointwise_conv2.bias,
+                recompute=self.recompute_grn)
         return x if visible is None else x * visible
 
     def forward(self,
@@ -115,8 +118,10 @@ class ConvNeXtV2Block(BaseModule):
             out = shortcut + residual
         else:
             # Removed sites get no residual: they stay zero.
+            # Under autocast the residual may be in a lower precision than the shortcut.
+            residual = residual.reshape(-1, residual.shape[-1]).to(shortcut.dtype)
             out = shortcut.reshape(-1, shortcut.shape[-1]).index_add(
-                0, kept, residual.reshape(-1, residual.shape[-1])).view(shortcut.shape)
+                0, kept, residual).view(shortcut.shape)
         return out.permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
 
 
@@ -136,6 +141,9 @@ class ConvNeXtV2(BaseBackbone):
         gap_before_final_norm (bool): Global-average-pool each output before its norm and
             return (N, C) vectors, as a classification backbone. Defaults to True.
         with_cp (bool): Gradient checkpointing for every block. Defaults to False.
+        recompute_grn (bool, optional): Every block recomputes GELU's and GRN's outputs in
+            backward instead of keeping them: about half the activation memory for one more
+            elementwise pass. Defaults to None: on CUDA only (see :class:`ConvNeXtV2Block`).
         init_cfg (dict | list[dict], optional): mmengine init config; a ``Pretrained`` entry
             is loaded strictly (see :meth:`init_weights`).
 
@@ -168,6 +176,7 @@ class ConvNeXtV2(BaseBackbone):
                  drop_path_rate: float = 0.,
                  gap_before_final_norm: bool = True,
                  with_cp: bool = False,
+                 recompute_grn: Optional[bool] = None,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
         self.depths, self.channels = self._parse_arch(arch)
@@ -206,7 +215,8 @@ class ConvNeXtV2(BaseBackbone):
                     ConvNeXtV2Block(
                         self.channels[i],
                         drop_path_rate=rates[first + j],
-                        with_cp=with_cp) for j in range(depth)
+                        with_cp=with_cp,
+                        recompute_grn=recompute_grn) for j in range(depth)
                 ]))
 
         for i in self.out_indices:

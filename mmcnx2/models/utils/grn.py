@@ -35,8 +35,7 @@ class GRN(nn.Module):
                 x: torch.Tensor,
                 visible: Optional[torch.Tensor] = None,
                 gelu_input: bool = False) -> torch.Tensor:
-        """GRN of ``x``, or of ``GELU(x)`` with ``gelu_input`` (fused: the activation is
-        recomputed in backward instead of stored)."""
+        """GRN of ``x``, or of ``GELU(x)`` with ``gelu_input`` (fused, see :func:`grn`)."""
         if visible is not None:
             x = x * visible  # GELU(0) = 0: masking before a fused GELU is the same
         return grn(x, self.gamma, self.beta, self.eps, gelu_input)
