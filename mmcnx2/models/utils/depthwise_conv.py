@@ -33,9 +33,11 @@ class _DepthwiseConvFunction(Function):
 def depthwise_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """``conv(x)`` for a stride-1 depthwise ``nn.Conv2d`` with integer padding.
 
-    Takes the fast backward on CPU outside autocast (under autocast the conv's own casts
-    apply, so ``conv`` is called as it is).
+    Takes the fast backward in eager CPU runs outside autocast (under autocast the conv's own
+    casts apply, and under torch.compile Inductor picks its own kernels, so ``conv`` is called
+    as it is).
     """
-    if x.device.type != 'cpu' or torch.is_autocast_enabled('cpu') or conv.bias is None:
+    if (x.device.type != 'cpu' or torch.is_autocast_enabled('cpu') or conv.bias is None
+            or torch.compiler.is_compiling()):
         return conv(x)
     return _DepthwiseConvFunction.apply(x, conv.weight, conv.bias, conv.padding[0])

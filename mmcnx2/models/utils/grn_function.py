@@ -31,14 +31,16 @@ import torch.nn.functional as F
 from torch.autograd import Function
 
 
-def _on_cpu(x: torch.Tensor) -> bool:
-    """Whether the CPU formulations below apply (tests switch them off to check the others)."""
-    return x.device.type == 'cpu'
+def _cpu_eager(x: torch.Tensor) -> bool:
+    """Whether the CPU formulations below apply: eager CPU only, since under torch.compile
+    Inductor picks its own kernels and the plain formulations compile to faster code (measured
+    on CPU). Tests switch them off to check the others."""
+    return x.device.type == 'cpu' and not torch.compiler.is_compiling()
 
 
 def _channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``sum_L(a * b)`` in fp32 for (N, L, C) inputs; returns (N, 1, C)."""
-    if _on_cpu(a):
+    if _cpu_eager(a):
         # Per sample, see the module docstring.
         return torch.stack([
             torch.linalg.vecdot(x.float(), y.float(), dim=0) for x, y in zip(a, b)
@@ -48,7 +50,7 @@ def _channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 def _channel_norm(a: torch.Tensor) -> torch.Tensor:
     """``||a||_2`` over L in fp32 for (N, L, C) a; returns (N, 1, C)."""
-    if _on_cpu(a):
+    if _cpu_eager(a):
         return _channel_dot(a, a).sqrt()
     # Accumulates and returns fp32 without an fp32 copy of a half-precision input.
     return torch.linalg.vector_norm(a, dim=1, keepdim=True, dtype=torch.float32)
@@ -62,10 +64,10 @@ def _as_conv_input(x: torch.Tensor) -> torch.Tensor:
 def pointwise_linear(x: torch.Tensor,
                      weight: torch.Tensor,
                      bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``F.linear`` over the last dim of (N, ..., C) x; on CPU as a 1x1 convolution, since
-    oneDNN's 1x1 convolution on the channels_last view is ~8% faster than Linear's GEMM (fwd +
-    bwd, measured for every ConvNeXt V2 stage shape)."""
-    if not _on_cpu(x):
+    """``F.linear`` over the last dim of (N, ..., C) x; in eager CPU runs as a 1x1 convolution,
+    since oneDNN's 1x1 convolution on the channels_last view is ~8% faster than Linear's GEMM
+    (fwd + bwd, measured for every ConvNeXt V2 stage shape)."""
+    if not _cpu_eager(x):
         return F.linear(x, weight, bias)
     out = F.conv2d(_as_conv_input(x), weight[:, :, None, None], bias)  # (N, C_out, L, 1)
     return out.permute(0, 2, 3, 1).reshape(*x.shape[:-1], weight.shape[0])
@@ -74,7 +76,7 @@ def pointwise_linear(x: torch.Tensor,
 def _pointwise_linear_backward(dout: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
                                need_weight_grad: bool):
     """Input and weight gradients of ``pointwise_linear(x, weight)`` (no bias)."""
-    if not _on_cpu(x):
+    if not _cpu_eager(x):
         dx = dout @ weight
         dw = dout.flatten(0, -2).t() @ x.flatten(0, -2) if need_weight_grad else None
         return dx, dw
@@ -98,15 +100,13 @@ class _GRNFunction(Function):
         nx = gx / denom
         scale = (1 + gamma.float() * nx).to(act.dtype)
         beta = beta.to(act.dtype)
-        if gelu_input and recompute:
-            out = act.mul_(scale).add_(beta)  # GELU's output is a buffer of our own
-        else:
-            out = torch.addcmul(beta, act, scale)
+        # GELU's output is a buffer of our own: with recompute nothing needs it afterwards.
+        out = torch.addcmul(beta, act, scale, out=act if gelu_input and recompute else None)
         grn_out = out
         if weight is not None:
             weight = weight.to(act.dtype)
             out = pointwise_linear(out, weight, None if bias is None else bias.to(act.dtype))
-        ctx.gelu_input, ctx.recompute = gelu_input, recompute
+        ctx.gelu_input = gelu_input
         ctx.fused_linear, ctx.has_bias = weight is not None, bias is not None
         # With recompute, backward rebuilds GELU's and GRN's outputs from x: one more GELU
         # and multiply-add for one (fused: two) activation(s) less memory.
