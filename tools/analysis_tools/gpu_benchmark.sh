@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Issue 8's GPU table in one run: ConvNeXt V2 base, bf16 autocast, channels_last, batch 128,
-# eager (with and without GRN recompute) and compiled, against timm V2 and V1 in each process.
+# The README's GPU benchmark table in one run: ConvNeXt V2 base, bf16 autocast, channels_last,
+# batch 128, eager (with and without GRN recompute) and compiled, against timm V2 and V1.
 # Usage: bash tools/analysis_tools/gpu_benchmark.sh [OUT_DIR] [BATCH]
 set -euo pipefail
 OUT=${1:-work_dirs/gpu_benchmark}
