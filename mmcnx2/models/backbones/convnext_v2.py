@@ -13,11 +13,11 @@ import torch.nn as nn
 import torch.utils.checkpoint as cp
 from mmcv.cnn.bricks import DropPath
 from mmengine.model import BaseModule
-from mmengine.model.weight_init import constant_init, trunc_normal_init
 from mmpretrain.models.backbones.base_backbone import BaseBackbone
 
 from ...registry import register_model
-from ..utils import GRN, LayerNorm2d, expand_patch_mask, load_pretrained_backbone
+from ..utils import (GRN, LayerNorm2d, expand_patch_mask, init_convnext_weights,
+                     load_pretrained_backbone)
 from ..utils.depthwise_conv import depthwise_conv
 from ..utils.grn_function import grn, pointwise_linear
 
@@ -253,11 +253,7 @@ class ConvNeXtV2(BaseBackbone):
             return
         super().init_weights()
         if self.init_cfg is None:
-            for m in self.modules():
-                if isinstance(m, (nn.Conv2d, nn.Linear)):
-                    trunc_normal_init(m, std=.02, bias=0.)
-                elif isinstance(m, nn.LayerNorm):
-                    constant_init(m, val=1., bias=0.)
+            init_convnext_weights(self)
 
     def forward(self,
                 x: torch.Tensor,

@@ -2,10 +2,10 @@
 import torch
 import torch.nn as nn
 from mmengine.model import BaseModule
-from mmengine.model.weight_init import constant_init, trunc_normal_init
 
 from ...registry import register_model
 from ..backbones.convnext_v2 import ConvNeXtV2Block
+from ..utils import init_convnext_weights
 
 
 @register_model
@@ -56,11 +56,7 @@ class FCMAEDecoder(BaseModule):
         super().init_weights()
         if self.init_cfg is not None:
             return
-        for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                trunc_normal_init(m, std=.02, bias=0.)
-            elif isinstance(m, nn.LayerNorm):
-                constant_init(m, val=1., bias=0.)
+        init_convnext_weights(self)
         nn.init.normal_(self.mask_token, std=.02)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
