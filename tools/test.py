@@ -2,6 +2,7 @@
 """Test a checkpoint with any mmcnx2 config (mmpretrain, mmdet or mmseg scope)."""
 import argparse
 
+from mmengine.evaluator import DumpResults
 from mmengine.runner import Runner
 
 import mmcnx2  # noqa: F401  (registers modules and the safe checkpoint loader)
@@ -33,7 +34,6 @@ def main():
         cfg.model = cfg.tta_model
     runner = Runner.from_cfg(cfg)
     if args.out:
-        from mmengine.evaluator import DumpResults
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
     runner.test()
 

@@ -5,6 +5,8 @@ from typing import List, Optional
 
 import mmcv
 import numpy as np
+import torch
+from mmengine.structures import PixelData
 from PIL import Image
 
 
@@ -31,6 +33,7 @@ def draw_detections(config: str, checkpoint: str, images: List[str], out_file: s
         out_file: PNG with one drawn image per input, left to right.
         score_thr: lowest score drawn.
     """
+    # mmdet and mmseg are imported where used: mmcnx2 works without them.
     from mmdet.apis import inference_detector, init_detector
     from mmdet.registry import VISUALIZERS
 
@@ -60,8 +63,6 @@ def draw_segmentations(config: str, checkpoint: str, images: List[str], out_file
         labels: label PNGs of ``images`` (same order), in the dataset's own class ids,
             i.e. after the config's ``reduce_zero_label`` if it sets one.
     """
-    import torch
-    from mmengine.structures import PixelData
     from mmseg.apis import inference_model, init_model
     from mmseg.registry import VISUALIZERS
 
