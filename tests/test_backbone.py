@@ -103,6 +103,59 @@ def test_unknown_arch_lists_valid_ones():
         ConvNeXtV2('tinny')
     with pytest.raises(ValueError, match='depths.*channels'):
         ConvNeXtV2(dict(depths=[1, 1, 1, 1]))
+    with pytest.raises(ValueError, match=r'\[1, 1, 1\].*4 entries'):
+        ConvNeXtV2(dict(depths=[1, 1, 1], channels=[8, 16, 32]))
+
+
+def test_without_out_norms_returns_stage_outputs():
+    """``out_norms=False`` (the FCMAE encoder): no norm{i} parameters, the stages' outputs."""
+    normed = ConvNeXtV2(TINY_ARCH, out_indices=(1, 3), gap_before_final_norm=False)
+    plain = ConvNeXtV2(TINY_ARCH, out_indices=(1, 3), gap_before_final_norm=False,
+                       out_norms=False)
+    assert set(normed.state_dict()) - set(plain.state_dict()) == {
+        'norm1.weight', 'norm1.bias', 'norm3.weight', 'norm3.bias'}
+    plain.load_state_dict(normed.state_dict(), strict=False)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        for i, out, normed_out in zip((1, 3), plain(x), normed(x)):
+            torch.testing.assert_close(getattr(normed, f'norm{i}')(out), normed_out)
+            # Not normalised over channels (the normed outputs have unit variance).
+            assert (out.var(1, unbiased=False) - 1).abs().mean() > 0.3
+
+
+def test_fcmae_requires_an_encoder_without_output_norms():
+    from mmpretrain.registry import MODELS
+    fcmae = dict(type='FCMAE',
+                 backbone=dict(type='ConvNeXtV2', arch=TINY_ARCH, out_indices=(3, ),
+                               gap_before_final_norm=False),
+                 neck=dict(type='FCMAEDecoder', in_channels=64, decoder_dim=32),
+                 head=dict(type='FCMAEHead'))
+    with pytest.raises(ValueError, match='out_norms=False, got .*out_norms=True'):
+        MODELS.build(fcmae)
+    fcmae['backbone']['out_norms'] = False
+    model = MODELS.build(fcmae)
+    assert not [name for name in model.state_dict() if name.startswith('backbone.norm')]
+    # One patch size, the encoder's stride, for the mask, the decoder and the loss.
+    assert model.patch_size == model.head.patch_size == 32
+    assert model.neck.pred.out_channels == 32 * 32 * 3
+
+
+def test_grn_stats_option():
+    kwargs = dict(out_indices=(0, ), gap_before_final_norm=False)
+    model = ConvNeXtV2(TINY_ARCH, grn_stats='batch', **kwargs)
+    assert {block.grn.stats for stage in model.stages for block in stage} == {'batch'}
+    per_sample = ConvNeXtV2(TINY_ARCH, **kwargs)
+    for name, param in per_sample.named_parameters():  # GRN starts at zero: make it matter
+        torch.nn.init.normal_(param, std=1. if '.grn.' in name else 0.1)
+    model.load_state_dict(per_sample.state_dict())
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():
+        # A sample's output depends on the others in the batch only with batch statistics.
+        torch.testing.assert_close(per_sample(x)[0][:1], per_sample(x[:1])[0])
+        torch.testing.assert_close(model(x[:1])[0], per_sample(x[:1])[0])
+        assert (model(x)[0][:1] - model(x[:1])[0]).abs().max() > 1e-5
+    with pytest.raises(ValueError, match="'channel'"):
+        ConvNeXtV2(TINY_ARCH, grn_stats='channel')
 
 
 def test_wrong_input_shape_is_named():

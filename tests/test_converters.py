@@ -1,201 +1,47 @@
 # Copyright (c) mmcnx2 contributors. All rights reserved.
-"""Converted checkpoints reproduce their source models' numbers in mmcnx2.
+"""Converted checkpoints reproduce their source models' numbers in mmcnx2, and mmcnx2's
+checkpoints exported to timm and HF reproduce ours there.
 
-References are independent implementations with random weights (timm, HF transformers,
-mmpretrain's ConvNeXt); the official layouts are built from timm weights by the spec's key
-rules. Inputs are 64x64 (2x2 sites in the last stage, so every 7x7 depthwise tap that reaches
-the image is used); big models are freed as soon as possible to keep the peak memory near two
-copies of the largest model (about 5.3 GB for huge).
+Big models are freed as soon as possible to keep the peak memory near two copies of the
+largest model (about 5.3 GB for huge). The reference models and checkpoint layouts come from
+``checkpoint_formats.py``.
 """
 import gc
 import re
-import runpy
-import sys
 from pathlib import Path
 
 import pytest
 import timm
 import torch
-from mmengine.runner import load_checkpoint
+from checkpoint_formats import hf_grn_vector_norm  # noqa: F401  (fixture)
+from checkpoint_formats import (TOL, assert_reproduces, build_classifier, forward_with_stages,
+                                hf_reference, official_decoder, official_from_timm, randomise_,
+                                run_script, sparse_fcmae_from_official, timm_reference)
 from mmpretrain.registry import MODELS
-from transformers import ConvNextV2Config, ConvNextV2ForImageClassification
+from transformers import ConvNextV2ForImageClassification
 
-from mmcnx2.converters import convert_checkpoint, convert_state_dict
+from mmcnx2.converters import convert_checkpoint, convert_state_dict, export_state_dict
 from mmcnx2.models.backbones import ConvNeXtV2
 from mmcnx2.models.necks import FCMAEDecoder
 
 ARCHS = list(ConvNeXtV2.arch_settings)
 ROOT = Path(__file__).resolve().parents[1]
 CLI = ROOT / 'tools' / 'model_converters' / 'convnextv2_to_mmcnx2.py'
-# fp32 tolerance: absolute for the logits, relative to the largest magnitude for the stage
-# features (which grow along the residual stream).
-TOL = 1e-5
 # The largest archs skip the checkpoint files (2.6 GB each for huge): the same conversion,
 # checked in memory; file handling is covered by the other archs.
 IN_MEMORY = ('large', 'huge')
+# base and larger take 10-40 s each on 2 cores: checked by the full suite (CI), not the fast
+# loop (-m "not slow"), which keeps atto..tiny.
+SLOW_ARCHS = ('base', 'large', 'huge')
 
 
-def randomise_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Random vector parameters (norms, GRN, biases) so no LayerNorm or GRN is an identity;
-    conv and linear weights keep the library's random init."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if param.numel() == param.shape[-1]:  # vectors, including GRN's (1, 1, 1, C)
-                noise = 0.1 * torch.randn(param.shape, generator=gen)
-                param.copy_(noise + 1. if name.endswith('weight') else noise)
-    return model.eval()
-
-
-def forward_with_stages(model, stages, *args, **kwargs):
-    """Output of ``model`` and the outputs of each module in ``stages`` on the way."""
-    feats = []
-    handles = [s.register_forward_hook(lambda m, i, o: feats.append(o)) for s in stages]
-    with torch.no_grad():
-        out = model(*args, **kwargs)
-    for handle in handles:
-        handle.remove()
-    return out, feats
-
-
-def build_classifier(arch):
-    return MODELS.build(
-        dict(
-            type='ImageClassifier',
-            backbone=dict(
-                type='ConvNeXtV2', arch=arch, out_indices=(3, ),
-                gap_before_final_norm=True),
-            head=dict(
-                type='LinearClsHead',
-                num_classes=1000,
-                in_channels=ConvNeXtV2.arch_settings[arch]['channels'][-1]))).eval()
-
-
-def assert_reproduces(converted, arch, x, ref_logits, ref_feats):
-    """The contract: an mmpretrain ImageClassifier loading ``converted`` (a converted file, or
-    a converted state dict) strictly gives the reference's logits and stage features."""
-    model = build_classifier(arch)
-    if isinstance(converted, dict):
-        model.load_state_dict(converted, strict=True)
-    else:
-        load_checkpoint(model, str(converted), map_location='cpu', strict=True)
-    # ConvNeXtV2 runs its stages block by block: the last block's output is the stage's.
-    logits, feats = forward_with_stages(
-        model, [stage[-1] for stage in model.backbone.stages], x, mode='tensor')
-    torch.testing.assert_close(logits, ref_logits, atol=TOL, rtol=0)
-    assert len(feats) == len(ref_feats) == 4
-    for ours, ref in zip(feats, ref_feats):
-        torch.testing.assert_close(ours, ref, atol=TOL * ref.abs().max().item(), rtol=0)
+def arch_params(archs):
+    return [pytest.param(arch, marks=pytest.mark.slow) if arch in SLOW_ARCHS else arch
+            for arch in archs]
 
 
 def run_cli(monkeypatch, *args):
-    """Run the command line tool in this process (no second interpreter start-up)."""
-    monkeypatch.setattr(sys, 'argv', [str(CLI)] + [str(a) for a in args])
-    runpy.run_path(str(CLI), run_name='__main__')
-
-
-def timm_reference(arch):
-    torch.manual_seed(0)
-    model = randomise_(timm.create_model(f'convnextv2_{arch}', pretrained=False))
-    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    logits, feats = forward_with_stages(model, model.stages, x)
-    return model, x, logits, feats
-
-
-@pytest.fixture
-def hf_grn_vector_norm(monkeypatch):
-    """transformers 4.51 computes GRN's G with ``torch.linalg.norm(ord=2, dim=(1, 2))``, a
-    matrix (spectral) norm, not the L2 norm over (H, W) of the paper and the official code;
-    fixed upstream in huggingface/transformers#38015 (4.52, which mmpretrain 1.2 cannot import
-    beside). Apply that fix so HF checks our key mapping, not its own bug."""
-    from transformers.models.convnextv2 import modeling_convnextv2
-
-    def forward(self, x):
-        gx = torch.linalg.vector_norm(x, dim=(1, 2), keepdim=True)
-        return self.weight * (x * gx / (gx.mean(dim=-1, keepdim=True) + 1e-6)) + self.bias + x
-
-    monkeypatch.setattr(modeling_convnextv2.ConvNextV2GRN, 'forward', forward)
-
-
-def hf_reference(arch):
-    settings = ConvNeXtV2.arch_settings[arch]
-    # HF's final LayerNorm defaults to eps 1e-12; the original model uses 1e-6.
-    config = ConvNextV2Config(
-        depths=settings['depths'], hidden_sizes=settings['channels'], num_labels=1000,
-        layer_norm_eps=1e-6)
-    torch.manual_seed(0)
-    model = randomise_(ConvNextV2ForImageClassification(config))
-    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
-        out = model(pixel_values=x, output_hidden_states=True)
-    # hidden_states: stem output, then each stage's output.
-    return model, x, out.logits, list(out.hidden_states[1:])
-
-
-def official_from_timm(timm_state):
-    """The official fine-tuned layout (spec), written from timm's names."""
-    official = {}
-    for key, value in timm_state.items():
-        key = re.sub(r'^stem\.', 'downsample_layers.0.', key)
-        key = re.sub(r'^stages\.(\d+)\.downsample\.', r'downsample_layers.\1.', key)
-        key = key.replace('.blocks.', '.')
-        for old, new in (('conv_dw', 'dwconv'), ('mlp.fc1', 'pwconv1'), ('mlp.fc2', 'pwconv2'),
-                         ('mlp.grn.weight', 'grn.gamma'), ('mlp.grn.bias', 'grn.beta'),
-                         ('head.norm', 'norm'), ('head.fc', 'head')):
-            key = key.replace(old, new)
-        if '.grn.' in key:
-            value = value.reshape(1, 1, 1, -1)
-        elif '.pwconv' in key and value.dim() == 4:  # timm's 1x1 convs; official: Linear
-            value = value.flatten(1)
-        official[key] = value
-    return official
-
-
-def sparse_kernel(weight):
-    """Inverse of the spec's kernel -> weight rules: (Cout, Cin, k, k) -> (k*k, Cin, Cout),
-    depthwise (C, 1, k, k) -> (k*k, C)."""
-    out_channels, in_channels, size, _ = weight.shape
-    flat = weight.transpose(3, 2).reshape(out_channels, in_channels, size * size)
-    if in_channels == 1:  # depthwise
-        return flat[:, 0].permute(1, 0).contiguous()
-    return flat.permute(2, 1, 0).contiguous()
-
-
-def sparse_fcmae_from_official(official, decoder):
-    """The official FCMAE pretraining layout: MinkowskiEngine encoder (all but the dense stem)
-    under ``encoder.``, no final norm or head, plus the dense decoder."""
-    sparse = {}
-    for key, value in official.items():
-        if key.startswith(('norm.', 'head.')):
-            continue
-        if not key.startswith('downsample_layers.0.'):
-            if '.grn.' in key or re.search(r'(dwconv|downsample_layers\.\d\.1)\.bias$', key):
-                value = value.reshape(1, -1)  # MinkowskiEngine: (1, C)
-            elif value.dim() == 4:  # downsample and depthwise conv weights
-                key, value = key[:-len('weight')] + 'kernel', sparse_kernel(value)
-            elif re.search(r'(downsample_layers\.\d\.0|\.norm)\.', key):
-                key = key.replace('.weight', '.ln.weight').replace('.bias', '.ln.bias')
-            elif re.search(r'\.pwconv\d\.', key):
-                key = key.replace('.weight', '.linear.weight').replace('.bias', '.linear.bias')
-        sparse['encoder.' + key] = value
-    sparse.update(decoder)
-    return sparse
-
-
-def official_decoder(in_channels, seed=2):
-    """Random official FCMAE decoder tensors (dim 512, one block, 32x32x3 prediction)."""
-    gen = torch.Generator().manual_seed(seed)
-    shapes = {
-        'proj.weight': (512, in_channels, 1, 1), 'proj.bias': (512, ),
-        'mask_token': (1, 512, 1, 1),
-        'decoder.0.dwconv.weight': (512, 1, 7, 7), 'decoder.0.dwconv.bias': (512, ),
-        'decoder.0.norm.weight': (512, ), 'decoder.0.norm.bias': (512, ),
-        'decoder.0.pwconv1.weight': (2048, 512), 'decoder.0.pwconv1.bias': (2048, ),
-        'decoder.0.grn.gamma': (1, 1, 1, 2048), 'decoder.0.grn.beta': (1, 1, 1, 2048),
-        'decoder.0.pwconv2.weight': (512, 2048), 'decoder.0.pwconv2.bias': (512, ),
-        'pred.weight': (3072, 512, 1, 1), 'pred.bias': (3072, ),
-    }
-    return {k: torch.randn(s, generator=gen) for k, s in shapes.items()}
+    run_script(monkeypatch, CLI, *args)
 
 
 @pytest.fixture(scope='module')
@@ -211,7 +57,7 @@ def timm_atto(tmp_path_factory):
                 converted=converted, file=root / 'converted.pth')
 
 
-@pytest.mark.parametrize('arch', ARCHS)
+@pytest.mark.parametrize('arch', arch_params(ARCHS))
 def test_timm_checkpoint_reproduces_timm(arch, tmp_path):
     model, x, logits, feats = timm_reference(arch)
     if arch in IN_MEMORY:
@@ -230,7 +76,7 @@ def test_timm_checkpoint_reproduces_timm(arch, tmp_path):
 
 
 # large and huge are checked against timm only, to stay within the test time budget.
-@pytest.mark.parametrize('arch', [a for a in ARCHS if a not in IN_MEMORY])
+@pytest.mark.parametrize('arch', arch_params(a for a in ARCHS if a not in IN_MEMORY))
 def test_hf_checkpoint_reproduces_hf(arch, tmp_path, hf_grn_vector_norm):
     model, x, logits, feats = hf_reference(arch)
     model.save_pretrained(tmp_path / 'hf')  # model.safetensors
@@ -365,3 +211,82 @@ def test_keys_without_counterpart_are_refused(timm_atto):
     with pytest.raises(ValueError, match=r"official checkpoint has keys with no ConvNeXt V2 "
                        r"counterpart: \['stages\.0\.0\.gamma'\]"):
         convert_state_dict(official)
+
+
+EXPORTERS = ROOT / 'tools' / 'model_converters'
+
+
+def _our_classifier_checkpoint(arch, path):
+    """A random mmcnx2 classifier saved as a runner saves it, its input and its outputs."""
+    torch.manual_seed(3)
+    model = randomise_(build_classifier(arch), seed=3)
+    torch.save({'meta': {}, 'state_dict': model.state_dict()}, path)
+    x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    logits, feats = forward_with_stages(
+        model, [stage[-1] for stage in model.backbone.stages], x, mode='tensor')
+    return model, x, logits, feats
+
+
+# atto: timm runs the MLP as 1x1 convs (conv_mlp); tiny: as Linear layers.
+@pytest.mark.parametrize('arch', ['atto', 'tiny'])
+def test_export_to_timm_loads_strictly_and_reproduces_ours(arch, tmp_path, monkeypatch, capsys):
+    _, x, logits, feats = _our_classifier_checkpoint(arch, tmp_path / 'ours.pth')
+    run_script(monkeypatch, EXPORTERS / 'mmcnx2_to_timm.py', tmp_path / 'ours.pth',
+               tmp_path / 'timm.pth')
+    assert f"timm.create_model('convnextv2_{arch}', num_classes=1000)" in capsys.readouterr().out
+    model = timm.create_model(f'convnextv2_{arch}', pretrained=False).eval()
+    model.load_state_dict(torch.load(tmp_path / 'timm.pth', weights_only=True), strict=True)
+    timm_logits, timm_feats = forward_with_stages(model, model.stages, x)
+    torch.testing.assert_close(timm_logits, logits, atol=TOL, rtol=0)
+    for theirs, ours in zip(timm_feats, feats):
+        torch.testing.assert_close(theirs, ours, atol=TOL * ours.abs().max().item(), rtol=0)
+
+
+def test_export_to_hf_loads_strictly_and_reproduces_ours(tmp_path, monkeypatch, capsys,
+                                                         hf_grn_vector_norm):
+    _, x, logits, feats = _our_classifier_checkpoint('atto', tmp_path / 'ours.pth')
+    run_script(monkeypatch, EXPORTERS / 'mmcnx2_to_hf.py', tmp_path / 'ours.pth',
+               tmp_path / 'hf')
+    assert 'ConvNextV2ForImageClassification.from_pretrained' in capsys.readouterr().out
+    model, info = ConvNextV2ForImageClassification.from_pretrained(
+        tmp_path / 'hf', output_loading_info=True)
+    assert info == dict(missing_keys=[], unexpected_keys=[], mismatched_keys=[], error_msgs=[])
+    with torch.no_grad():
+        out = model.eval()(pixel_values=x, output_hidden_states=True)
+    torch.testing.assert_close(out.logits, logits, atol=TOL, rtol=0)
+    for theirs, ours in zip(out.hidden_states[1:], feats):
+        torch.testing.assert_close(theirs, ours, atol=TOL * ours.abs().max().item(), rtol=0)
+
+
+def test_timm_and_hf_round_trips_are_exact(hf_grn_vector_norm):
+    timm_state = timm_reference('pico')[0].state_dict()
+    _, ours = convert_state_dict(timm_state)
+    back, dropped = export_state_dict(ours, 'timm')
+    assert dropped == [] and list(back) == list(timm_state)
+    assert all(torch.equal(back[k], v) for k, v in timm_state.items())
+    hf_state = hf_reference('atto')[0].state_dict()
+    _, ours = convert_state_dict(hf_state)
+    back, dropped = export_state_dict(ours, 'hf')
+    back = {k if k.startswith('classifier.') else 'convnextv2.' + k: v for k, v in back.items()}
+    assert dropped == [] and back.keys() == hf_state.keys()
+    assert all(torch.equal(back[k], v) for k, v in hf_state.items())
+
+
+def test_export_of_a_detection_backbone_fits_a_headless_timm_model(tmp_path, monkeypatch,
+                                                                   capsys):
+    """A Mask R-CNN / UperNet checkpoint: four output norms, a neck; the last output norm
+    becomes timm's head.norm, the other norms and the neck are reported as dropped."""
+    backbone = randomise_(ConvNeXtV2('atto', out_indices=(0, 1, 2, 3),
+                                     gap_before_final_norm=False))
+    state_dict = {'backbone.' + k: v for k, v in backbone.state_dict().items()}
+    state_dict['neck.lateral_convs.0.conv.weight'] = torch.zeros(256, 40, 1, 1)
+    torch.save({'state_dict': state_dict}, tmp_path / 'mask_rcnn.pth')
+    run_script(monkeypatch, EXPORTERS / 'mmcnx2_to_timm.py', tmp_path / 'mask_rcnn.pth',
+               tmp_path / 'timm.pth')
+    out = capsys.readouterr().out
+    assert "timm.create_model('convnextv2_atto', num_classes=0)" in out
+    assert ("dropped 7 tensors without a timm counterpart: ['backbone.norm0', 'backbone.norm1', "
+            "'backbone.norm2', 'neck']") in out
+    model = timm.create_model('convnextv2_atto', num_classes=0)
+    model.load_state_dict(torch.load(tmp_path / 'timm.pth', weights_only=True), strict=True)
+    assert torch.equal(model.head.norm.weight, backbone.norm3.weight)

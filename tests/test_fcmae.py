@@ -12,7 +12,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 from mmengine.config import Config
 from mmengine.runner import Runner, set_random_seed
 from mmpretrain.registry import MODELS
@@ -28,16 +27,18 @@ TINY_ARCH = dict(depths=[1, 1, 2, 1], channels=[8, 16, 32, 64])
 P = 32
 
 
-def build_fcmae(norm_pix=True, mask_ratio=0.6):
+def build_fcmae(norm_pix=True, mask_ratio=0.6, init='official'):
     return MODELS.build(
         dict(
             type='FCMAE',
             mask_ratio=mask_ratio,
+            init=init,
             backbone=dict(
                 type='ConvNeXtV2',
                 arch=TINY_ARCH,
                 out_indices=(3, ),
-                gap_before_final_norm=False),
+                gap_before_final_norm=False,
+                out_norms=False),
             neck=dict(type='FCMAEDecoder', in_channels=64, decoder_dim=32),
             head=dict(type='FCMAEHead', norm_pix=norm_pix),
             data_preprocessor=dict(
@@ -54,10 +55,10 @@ def randomise_(module):
 # ------------------------------------------------------------------ sparse encoder
 def test_sparse_encoder_exact_at_every_stage():
     torch.manual_seed(0)
-    backbone = ConvNeXtV2(TINY_ARCH, out_indices=(0, 1, 2, 3), gap_before_final_norm=False)
+    # The stage outputs themselves, not their output norms.
+    backbone = ConvNeXtV2(TINY_ARCH, out_indices=(0, 1, 2, 3), gap_before_final_norm=False,
+                          out_norms=False)
     randomise_(backbone)
-    for i in range(4):  # compare the stage outputs themselves, not their output norms
-        setattr(backbone, f'norm{i}', nn.Identity())
     x = torch.randn(2, 3, 96, 128)
     mask = torch.tensor([[[0, 1, 0, 0], [1, 1, 0, 1], [0, 0, 1, 0]],
                          [[1, 0, 0, 1], [0, 1, 0, 0], [1, 0, 1, 1]]]).float()
@@ -158,7 +159,7 @@ def test_pred_to_image_inverts_the_target(norm_pix):
 
 # ------------------------------------------------------------------ modules and checkpoint
 def test_decoder_layout_and_init():
-    model = build_fcmae()
+    model = build_fcmae(init='convnext')  # the decoder's own init (official: test_recipes.py)
     model.init_weights()
     neck = {k: tuple(v.shape) for k, v in model.neck.state_dict().items()}
     assert neck['proj.weight'] == (32, 64, 1, 1)
@@ -193,7 +194,7 @@ def test_decoder_puts_mask_token_at_removed_sites():
 
 def test_configs_follow_the_official_recipe():
     sizes = list(ConvNeXtV2.arch_settings)
-    files = sorted(glob.glob(osp.join(CONFIG_DIR, '*.py')))
+    files = sorted(glob.glob(osp.join(CONFIG_DIR, '*_in1k.py')))
     assert len(files) == 2 * len(sizes)
     for file in files:
         name = osp.basename(file)
@@ -217,7 +218,7 @@ def test_configs_follow_the_official_recipe():
         assert cfg.train_cfg.max_epochs == int(epochs)
         dataset = cfg.train_dataloader.dataset
         assert (dataset.type, dataset.data_root, dataset.split) == \
-            ('ImageNet', 'data/imagenet/', 'train')
+            ('CheckedImageNet', 'data/imagenet/', 'train')  # mmpretrain's ImageNet + checks
         crop, flip = dataset.pipeline[1:3]
         assert (crop.type, crop.scale, crop.crop_ratio_range, crop.interpolation) == \
             ('RandomResizedCrop', 224, (0.2, 1.0), 'bicubic')
@@ -225,12 +226,15 @@ def test_configs_follow_the_official_recipe():
 
 
 # ------------------------------------------------------------------ training
-def write_config(tmp_path, data_root, iters, batch_size, lr_warmup, interval):
-    """A tiny run of the real atto config: own data, smaller arch and images, iterations."""
+def write_config(tmp_path, data_root, iters, batch_size, lr_warmup, interval,
+                 init='official'):
+    """A tiny run of the real atto config: own data, smaller arch and images, iterations
+    (and the FCMAE ``init``)."""
     base = osp.join(CONFIG_DIR, 'fcmae_convnextv2-atto_64xb64-coslr-800e_in1k.py')
     text = f"""
 _base_ = '{base}'
 model = dict(
+    init='{init}',
     backbone=dict(arch=dict(_delete_=True, depths=[1, 1, 1, 1], channels=[16, 32, 64, 128])),
     neck=dict(in_channels=128, decoder_dim=64))
 train_dataloader = dict(
@@ -271,16 +275,20 @@ def logged_losses(work_dir):
 
 @pytest.mark.slow
 def test_fcmae_learns_through_runner(tmp_path, imagenet_root):
+    # The ConvNeXt init: the official one (std-1 convs, the configs' default) spends these
+    # 300 iterations shrinking its output scale, measured 2.90 -> 0.963, i.e. about the loss
+    # of predicting zeros (1.0), which says nothing about reconstruction.
     cfg = Config.fromfile(
         write_config(tmp_path, imagenet_root, iters=300, batch_size=16, lr_warmup=20,
-                     interval=20))
+                     interval=20, init='convnext'))
     cfg.work_dir = str(tmp_path / 'work')
     Runner.from_cfg(cfg).train()
     # Means over iterations 1-4 (lr still ~0, i.e. the initial loss), then every 20.
     losses = logged_losses(cfg.work_dir)
     print(f'FCMAE reconstruction losses: {losses}')
-    # Measured: 1.000 -> 0.649 (norm_pix targets, 9 patches of 32x32, 5 removed).
-    assert losses[-1] < 0.7 * losses[0]
+    # Measured: 1.000 -> 0.639 (norm_pix targets, 9 patches of 32x32, 5 removed); predicting
+    # zeros gives 1.0.
+    assert losses[-1] < 0.7 * losses[0] and losses[-1] < 0.7
 
 
 def free_port():

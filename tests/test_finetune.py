@@ -13,7 +13,7 @@ from mmengine.runner import Runner
 from mmpretrain.registry import MODELS
 
 from mmcnx2.datasets import CLASSES, make_synthetic_world
-from mmcnx2.engine import load_cfg
+from mmcnx2.engine import load_cfg, load_checkpoint_file
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIGS = osp.join(REPO, 'configs/convnextv2')
@@ -253,7 +253,7 @@ def test_fcmae_checkpoint_initialises_finetuning(data, fcmae_checkpoint):
     assert cfg.model.backbone.init_cfg.checkpoint == fcmae_checkpoint
     model = MODELS.build(cfg.model)
     model.init_weights()
-    fcmae = torch.load(fcmae_checkpoint, weights_only=True)['state_dict']
+    fcmae = load_checkpoint_file(fcmae_checkpoint)['state_dict']
     encoder = {k[len('backbone.'):]: v for k, v in fcmae.items() if k.startswith('backbone.')}
     own = model.backbone.state_dict()
     # Every backbone tensor but the final norm (the FCMAE encoder has none) comes from FCMAE.

@@ -1,18 +1,19 @@
 # Copyright (c) mmcnx2 contributors. All rights reserved.
 """Mask R-CNN + ConvNeXt V2: the configs, CPU training through the tools, COCO evaluation and
 data checks, on the synthetic world (128 px images, a 4-stage ConvNeXt V2 of width 16-128)."""
+import copy
 import glob
 import json
 import os
 import os.path as osp
 import re
-import socket
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
+from helpers_runs import free_port, logged_losses
 from mmcnx2.datasets import CLASSES, make_synthetic_world
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
@@ -78,23 +79,11 @@ def tiny_config(path, coco_root, max_epochs):
     return str(path)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def run(cmd, **env):
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
                           env={**os.environ, 'OMP_NUM_THREADS': '1', **env})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc.stdout + proc.stderr
-
-
-def logged_losses(work_dir):
-    (scalars,) = glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))
-    with open(scalars) as f:
-        return [json.loads(line)['loss'] for line in f if '"loss"' in line]
 
 
 def coco_metrics(log):
@@ -116,11 +105,11 @@ def test_configs_follow_the_recipe():
         assert f'-{backbone.arch}_' in name and backbone.arch in cfg.pretrained
         assert cfg.model.neck.in_channels == ConvNeXtV2.arch_settings[backbone.arch]['channels']
         assert backbone.get('with_cp', False) == (backbone.arch in ('large', 'huge'))
-        assert cfg.custom_imports.imports == ['mmcnx2']
+        assert cfg.custom_imports.imports == ['mmcnx2', 'mmcnx2.engine.safe_checkpoint_loading']
         roi_head = cfg.model.roi_head  # see test_roi_features_do_not_depend_on_memory_layout
         assert roi_head.bbox_roi_extractor.roi_layer.use_torchvision
         assert roi_head.mask_roi_extractor.roi_layer.use_torchvision
-        assert cfg.optim_wrapper.type == 'AmpOptimWrapper'
+        assert cfg.optim_wrapper.type == 'AmpOrFp32OptimWrapper'
         assert cfg.optim_wrapper.constructor == 'LayerDecayOptimWrapperConstructor'
         optimizer = cfg.optim_wrapper.optimizer
         assert (optimizer.type, optimizer.lr, optimizer.weight_decay) == ('AdamW', 1e-4, 0.05)
@@ -137,8 +126,9 @@ def test_configs_follow_the_recipe():
 
 
 def test_roi_features_do_not_depend_on_memory_layout():
-    """ConvNeXtV2 returns channels_last features; the configs' RoI extractors must read them
-    as what they are (mmcv's own RoIAlign kernel reads them as NCHW and scrambles them)."""
+    """The configs' RoI extractors give the same features for channels_last and contiguous
+    inputs of the same values; mmcv's own RoIAlign kernel reads channels_last data as if it
+    were NCHW and scrambles it (open-mmlab/mmcv#2203), which this test would catch."""
     import torch
     from mmdet.registry import MODELS
     from mmdet.utils import register_all_modules
@@ -147,12 +137,22 @@ def test_roi_features_do_not_depend_on_memory_layout():
     cfg = Config.fromfile(ATTO).model
     cfg.backbone.init_cfg = None
     model = MODELS.build(cfg).eval()
+    mmcv_cfg = copy.deepcopy(cfg)
+    for name in ('bbox_roi_extractor', 'mask_roi_extractor'):
+        mmcv_cfg.roi_head[name].roi_layer.use_torchvision = False
+    mmcv_model = MODELS.build(mmcv_cfg).eval()
     with torch.no_grad():
         feats = model.extract_feat(torch.randn(1, 3, 64, 96))[:4]
+        feats_cl = [f.contiguous(memory_format=torch.channels_last) for f in feats]
+        assert all(f.is_contiguous() and not c.is_contiguous() for f, c in zip(feats, feats_cl))
         rois = torch.tensor([[0., 4., 6., 40., 50.], [0., 30., 2., 90., 60.]])
-        for extractor in (model.roi_head.bbox_roi_extractor, model.roi_head.mask_roi_extractor):
-            expected = extractor([f.contiguous() for f in feats], rois)
-            torch.testing.assert_close(extractor(feats, rois), expected)
+        for name in ('bbox_roi_extractor', 'mask_roi_extractor'):
+            ours, mmcv = getattr(model.roi_head, name), getattr(mmcv_model.roi_head, name)
+            # Same kernel arguments in both: on contiguous input they agree ...
+            torch.testing.assert_close(mmcv(feats, rois), ours(feats, rois))
+            # ... and only mmcv's depends on the layout.
+            assert not torch.allclose(mmcv(feats_cl, rois), mmcv(feats, rois), atol=1e-3)
+            torch.testing.assert_close(ours(feats_cl, rois), ours(feats, rois))
 
 
 def test_bad_data_is_named(tmp_path):
@@ -199,11 +199,12 @@ def test_bad_data_is_named(tmp_path):
         DATASETS.build(cfg)
 
 
+@pytest.mark.slow
 def test_dist_train_lowers_loss_and_test_reports_coco_map(coco_root, tmp_path):
     config = tiny_config(tmp_path / 'tiny.py', coco_root, max_epochs=3)
     work_dir = str(tmp_path / 'work')
     run(['bash', 'tools/dist_train.sh', config, '2', '--work-dir', work_dir],
-        PORT=str(free_port()))
+        PORT=free_port())
     losses = logged_losses(work_dir)
     # 64 images / (2 processes x 2) = 16 iterations per epoch, a loss logged every 2
     assert len(losses) >= 20

@@ -2,10 +2,11 @@
 """UperNet + ConvNeXt V2 (configs/upernet): the configs, the training and test tools on a
 generated ADE20K-layout set, and the label-map checks.
 
-The trainings use a tiny config written to tmp_path that inherits the real atto config
-(absolute ``_base_`` path) and changes only what a CPU needs: 64 px crops, narrow heads,
-BN instead of SyncBN (CPU gloo has no SyncBN), fp32 instead of AMP (AmpOptimWrapper needs
-a GPU) and a short schedule; model, layer decay and the ADE20K pipelines stay the real ones.
+The trainings use a tiny config written to tmp_path (helpers_runs.write_tiny_upernet_config)
+that inherits the real atto config (absolute ``_base_`` path) and changes only what a CPU
+needs: 64 px crops, narrow heads, BN instead of SyncBN (CPU gloo has no SyncBN), fp32 instead
+of AMP (AmpOptimWrapper needs a GPU) and a short schedule; model, layer decay and the ADE20K
+pipelines stay the real ones.
 """
 import glob
 import json
@@ -13,7 +14,6 @@ import os
 import os.path as osp
 import re
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -22,78 +22,14 @@ import pytest
 from mmengine.config import Config
 from PIL import Image
 
-from mmcnx2.datasets.synthetic import CLASSES, PALETTE, make_synthetic_world
+from mmcnx2.datasets.synthetic import make_synthetic_world
+from helpers_runs import free_port, logged_losses, write_tiny_upernet_config
 from mmcnx2.models import ConvNeXtV2
 
 REPO = osp.dirname(osp.dirname(osp.abspath(__file__)))
 CONFIG_DIR = osp.join(REPO, 'configs', 'upernet')
 ATTO = osp.join(CONFIG_DIR, 'upernet_convnextv2-atto_8xb2-amp-160k_ade20k-512x512.py')
 CONFIGS = sorted(glob.glob(osp.join(CONFIG_DIR, '*.py')))
-
-TINY_CONFIG = """
-_base_ = {base!r}
-randomness = dict(seed=0)
-num_classes = {num_classes}
-crop_size = (64, 64)
-norm_cfg = dict(type='BN', requires_grad=True)  # SyncBN needs CUDA
-pretrained = None  # no weights here: random init
-model = dict(
-    data_preprocessor=dict(size=crop_size),
-    backbone=dict(init_cfg=None),
-    decode_head=dict(channels=32, num_classes=num_classes, norm_cfg=norm_cfg),
-    auxiliary_head=dict(channels=16, num_classes=num_classes, norm_cfg=norm_cfg),
-    test_cfg=dict(_delete_=True, mode='whole'))
-
-check_seg_map = dict(type='CheckSegMap', num_classes=num_classes)
-train_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
-    check_seg_map,
-    dict(type='RandomResize', scale=(128, 64), ratio_range=(0.75, 1.5), keep_ratio=True),
-    dict(type='RandomCrop', crop_size=crop_size, cat_max_ratio=0.75),
-    dict(type='RandomFlip', prob=0.5),
-    dict(type='PackSegInputs'),
-]
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='LoadAnnotations'),
-    check_seg_map,
-    dict(type='PackSegInputs'),
-]
-# The synthetic classes are not ADE20K's, so the generic dataset with ADE20K's file layout.
-dataset = dict(
-    type='BaseSegDataset',
-    data_root={data_root!r},
-    metainfo=dict(classes={classes!r}, palette={palette!r}),
-    reduce_zero_label=True,
-    img_suffix='.jpg',
-    seg_map_suffix='.png')
-train_dataloader = dict(
-    batch_size={batch_size},
-    num_workers=0,
-    persistent_workers=False,
-    dataset=dict(dataset, pipeline=train_pipeline))
-val_dataloader = dict(
-    num_workers=0, persistent_workers=False, dataset=dict(dataset, pipeline=test_pipeline))
-test_dataloader = val_dataloader
-val_cfg = None  # evaluated by the test runs instead
-val_dataloader = None
-val_evaluator = None
-
-# AmpOptimWrapper needs a GPU: the same optimizer and layer decay in fp32.
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer=dict(_base_.optim_wrapper.optimizer, lr={lr}),
-    constructor=_base_.optim_wrapper.constructor,
-    paramwise_cfg=_base_.optim_wrapper.paramwise_cfg)
-param_scheduler = [
-    dict(type='PolyLR', power=1.0, eta_min=0., by_epoch=False, begin=0, end={iters})]
-train_cfg = dict(max_iters={iters}, val_interval={iters})
-default_hooks = dict(
-    logger=dict(interval={log_interval}),
-    checkpoint=dict(interval={iters}))
-"""
 
 # Exactly what mmseg's upstream tools/train.py and tools/test.py (--tta) do with a config:
 # Config.fromfile + Runner.from_cfg, no import of mmcnx2 (custom_imports brings it in).
@@ -126,21 +62,6 @@ print('METRICS', json.dumps(metrics))
 """
 
 
-def write_tiny_config(path, data_root, iters, lr, batch_size, log_interval):
-    path.write_text(
-        TINY_CONFIG.format(
-            base=ATTO,
-            num_classes=len(CLASSES),
-            data_root=data_root,
-            classes=CLASSES,
-            palette=PALETTE,
-            batch_size=batch_size,
-            lr=lr,
-            iters=iters,
-            log_interval=log_interval))
-    return str(path)
-
-
 def run(cmd, timeout=300, **env):
     out = subprocess.run(
         cmd,
@@ -152,20 +73,6 @@ def run(cmd, timeout=300, **env):
         timeout=timeout)
     assert out.returncode == 0, f'{" ".join(cmd)} failed:\n{out.stdout[-5000:]}'
     return out.stdout
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(('127.0.0.1', 0))
-        return str(sock.getsockname()[1])
-
-
-def logged_losses(work_dir):
-    """The total loss of every logger line (mean over the logging interval), in order."""
-    scalars, = glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))
-    with open(scalars) as f:
-        rows = [json.loads(line) for line in f]
-    return [row['loss'] for row in rows if 'loss' in row]
 
 
 @pytest.fixture(scope='module')
@@ -197,12 +104,13 @@ def test_config_follows_recipe(path):
     assert cfg.model.test_cfg.crop_size == cfg.crop_size
 
     optim = cfg.optim_wrapper
-    assert optim.type == 'AmpOptimWrapper'
+    assert optim.type == 'AmpOrFp32OptimWrapper'
     assert optim.optimizer.type == 'AdamW' and optim.optimizer.weight_decay == 0.05
     assert 1e-4 <= optim.optimizer.lr <= 3e-4
     assert optim.constructor == 'LayerDecayOptimWrapperConstructor'
     assert optim.paramwise_cfg == dict(
-        layer_decay_rate=0.9, decay_type='group', flat_decay_mult=0.)
+        layer_decay_rate=0.9, decay_type='stage_wise',
+        num_layers=6 if arch in ('atto', 'tiny') else 12, flat_decay_mult=0.)
     assert cfg.train_cfg.max_iters == 160000 and cfg.param_scheduler[-1].end == 160000
     assert cfg.train_dataloader.batch_size == 2  # x 8 GPUs = 16
 
@@ -227,7 +135,8 @@ def test_metafile_and_readme_list_every_config():
     assert all(f'({osp.basename(path)})' in readme for path in CONFIGS)
 
 def test_layer_decay_groups():
-    """The atto config's optimizer: lr scaled per group, no decay on 1-D params."""
+    """The atto config's optimizer: lr scaled per stage, no decay on 1-D params (every
+    parameter against the recipe: tests/test_recipes.py)."""
     from mmengine.optim import build_optim_wrapper
     from mmengine.registry import DefaultScope
     from mmseg.registry import MODELS
@@ -243,12 +152,14 @@ def test_layer_decay_groups():
     names = {id(p): n for n, p in model.named_parameters()}
     groups = {names[id(p)]: g for g in optimizer.param_groups for p in g['params']}
     lr = cfg.optim_wrapper.optimizer.lr
-    # atto in 'group' mode: layer ids 0 (stem) .. 6 (last stage), heads 7: scale 0.9**(7-id).
+    # atto 'stage_wise', num_layers 6: downsample layers id 0, stage i id i + 1, heads 7:
+    # scale 0.9**(7 - id).
     stem = groups['backbone.downsample_layers.0.0.weight']
     assert stem['lr'] == pytest.approx(lr * 0.9**7) and stem['weight_decay'] == 0.05
+    assert groups['backbone.downsample_layers.3.1.weight']['lr'] == pytest.approx(lr * 0.9**7)
     last = groups['backbone.stages.3.1.pointwise_conv1.weight']
-    assert last['lr'] == pytest.approx(lr * 0.9)
-    assert groups['backbone.stages.2.4.grn.gamma']['lr'] == pytest.approx(lr * 0.9**3)
+    assert last['lr'] == pytest.approx(lr * 0.9**3)
+    assert groups['backbone.stages.2.4.grn.gamma']['lr'] == pytest.approx(lr * 0.9**4)
     assert groups['backbone.stages.2.4.grn.gamma']['weight_decay'] == 0.
     head = groups['decode_head.conv_seg.weight']
     assert head['lr'] == pytest.approx(lr) and head['weight_decay'] == 0.05
@@ -279,7 +190,7 @@ def _copy_ade(src, dst, n):
 
 @pytest.mark.parametrize('defect', ['out_of_range', 'size_mismatch', 'rgb'])
 def test_bad_label_map_names_file(defect, ade_root, tmp_path):
-    cfg_path = write_tiny_config(tmp_path / 'tiny.py', ade_root, 1, 1e-3, 2, 1)
+    cfg_path = write_tiny_upernet_config(tmp_path / 'tiny.py', ade_root, 1, 1e-3, 2, 1)
     root = str(tmp_path / 'ade')
     good, bad = _copy_ade(ade_root, root, 2)
     dataset = _dataset(cfg_path, root)
@@ -302,10 +213,11 @@ def test_bad_label_map_names_file(defect, ade_root, tmp_path):
         dataset[1]
 
 
+@pytest.mark.slow
 def test_dist_train_lowers_loss_and_test_reports_miou(ade_root, tmp_path):
     """tools/dist_train.sh (2 CPU processes, gloo) then tools/test.py."""
     iters = 40
-    cfg = write_tiny_config(tmp_path / 'tiny.py', ade_root, iters, 2e-3, 4, 5)
+    cfg = write_tiny_upernet_config(tmp_path / 'tiny.py', ade_root, iters, 2e-3, 4, 5)
     work_dir = str(tmp_path / 'work')
     run(['bash', 'tools/dist_train.sh', cfg, '2', '--work-dir', work_dir],
         PORT=free_port(), OMP_NUM_THREADS='1')
@@ -324,7 +236,7 @@ def test_dist_train_lowers_loss_and_test_reports_miou(ade_root, tmp_path):
 def test_longer_training_beats_untrained_with_upstream_runner(ade_root, tmp_path):
     """As mmseg's own tools/train.py and test.py (--tta) run a config."""
     iters = 100
-    cfg = write_tiny_config(tmp_path / 'tiny.py', ade_root, iters, 2e-3, 8, 25)
+    cfg = write_tiny_upernet_config(tmp_path / 'tiny.py', ade_root, iters, 2e-3, 8, 25)
     # One thread: a 2-thread process on a busy 2-core machine slows down many-fold.
     out = run([sys.executable, '-c', UPSTREAM_SCRIPT, cfg, str(tmp_path / 'work'), str(iters)],
               timeout=600, OMP_NUM_THREADS='1')

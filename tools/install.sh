@@ -29,10 +29,20 @@ if ! $PY -c "import mmcv, mmcv.ops; assert mmcv.__version__ == '2.1.0'" 2>/dev/n
     wheel=$(ls "$WHEEL_CACHE"/mmcv-2.1.0-*.whl | head -n 1)
   fi
   $PIP -q --no-deps "$wheel"
-  $PIP -q addict "packaging" pyyaml yapf "opencv-python" "numpy"
+  $PIP -q addict "packaging" pyyaml yapf "opencv-python==4.14.0.94" "numpy"
 fi
 
 # The rest of the stack, mmcnx2 itself (editable) and the test references.
 $PIP -q -r requirements.txt
 $PIP -q --no-deps -e .
+# mim (`mim search/download/train mmcnx2`) reads <site-packages>/mmcnx2/.mim, and an editable
+# (PEP 660) install puts only an import hook into site-packages: link the checkout's package.
+$PY -c "
+import os, sysconfig
+link = os.path.join(sysconfig.get_paths()['purelib'], 'mmcnx2')
+if os.path.islink(link):
+    os.remove(link)
+if not os.path.exists(link):
+    os.symlink(os.path.abspath('mmcnx2'), link)
+"
 $PY -c "import mmcv.ops, mmpretrain, mmdet, mmseg, mmcnx2; print('mmcnx2', mmcnx2.__version__, 'ready')"

@@ -3,10 +3,10 @@
 import argparse
 
 from mmengine.evaluator import DumpResults
-from mmengine.runner import Runner
 
-import mmcnx2  # noqa: F401  (registers modules and the safe checkpoint loader)
-from mmcnx2.engine import load_cfg, parse_run_args
+import mmcnx2  # noqa: F401  (registers the modules)
+from mmcnx2.engine import (StrictLoadHook, build_runner, install_safe_checkpoint_loading,
+                           load_cfg_or_exit, parse_run_args, prepare_distributed)
 
 
 def parse_args():
@@ -23,7 +23,9 @@ def parse_args():
 
 def main():
     args = parse_args()
-    cfg = load_cfg(args)
+    cfg = load_cfg_or_exit(args)
+    install_safe_checkpoint_loading()
+    prepare_distributed(cfg)
     cfg.load_from = args.checkpoint
     if args.tta:
         missing = [k for k in ('tta_model', 'tta_pipeline') if k not in cfg]
@@ -32,7 +34,9 @@ def main():
         cfg.test_dataloader.dataset.pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
+    # Strict: weights that do not fit (e.g. another num_classes) must not be tested.
+    runner.register_hook(StrictLoadHook(f'{args.checkpoint} with {args.config}'))
     if args.out:
         runner.test_evaluator.metrics.append(DumpResults(out_file_path=args.out))
     runner.test()

@@ -2,10 +2,9 @@
 """Train any mmcnx2 config: mmpretrain (FCMAE, classification), mmdet or mmseg scope."""
 import argparse
 
-from mmengine.runner import Runner
-
-import mmcnx2  # noqa: F401  (registers modules and the safe checkpoint loader)
-from mmcnx2.engine import load_cfg, parse_run_args
+import mmcnx2  # noqa: F401  (registers the modules)
+from mmcnx2.engine import (build_runner, find_resume_checkpoint, install_safe_checkpoint_loading,
+                           load_cfg_or_exit, parse_run_args, prepare_distributed)
 
 
 def parse_args():
@@ -17,8 +16,8 @@ def parse_args():
         nargs='?',
         type=str,
         const='auto',
-        help='resume from the given checkpoint, or the latest one in work-dir if no '
-        'path is given')
+        help='resume from the given checkpoint, or if no path is given from the one '
+        'work-dir/last_checkpoint names, falling back to the newest valid checkpoint there')
     parser.add_argument('--amp', action='store_true', help='automatic mixed precision')
     parser.add_argument(
         '--auto-scale-lr', action='store_true', help='scale lr by the real batch size')
@@ -27,17 +26,23 @@ def parse_args():
 
 def main():
     args = parse_args()
-    cfg = load_cfg(args)
+    cfg = load_cfg_or_exit(args)
+    install_safe_checkpoint_loading()
+    prepare_distributed(cfg)
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
+    resume_note = None
     if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
+        found, resume_note = find_resume_checkpoint(cfg.work_dir)
+        cfg.resume, cfg.load_from = found is not None, found
     elif args.resume is not None:
         cfg.resume, cfg.load_from = True, args.resume
     if args.auto_scale_lr:
         cfg.auto_scale_lr.enable = True
-    runner = Runner.from_cfg(cfg)
+    runner = build_runner(cfg)
+    if resume_note:
+        runner.logger.info(resume_note)
     runner.train()
 
 

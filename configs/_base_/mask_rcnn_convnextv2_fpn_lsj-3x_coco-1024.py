@@ -2,7 +2,7 @@
 # batch 32 (8 GPUs x 4), AdamW lr 1e-4, 3x schedule (36 epochs), single-scale test at 1024
 # with soft-NMS. The LSJ pipeline is the one of mmdet::common/lsj-100e_coco-instance.py,
 # restated because that file also defines data loaders and schedules of its own.
-_base_ = './mask_rcnn_convnextv2_fpn_1x_coco.py'
+_base_ = './mask_rcnn_convnextv2_fpn_3x_coco.py'
 
 image_size = (1024, 1024)
 model = dict(
@@ -37,16 +37,5 @@ train_dataloader = dict(batch_size=4, dataset=dict(pipeline=train_pipeline))
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-max_epochs = 36
-train_cfg = dict(max_epochs=max_epochs, val_interval=3)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=1000),
-    dict(
-        type='MultiStepLR',
-        begin=0,
-        end=max_epochs,
-        by_epoch=True,
-        milestones=[27, 33],
-        gamma=0.1),
-]
+train_cfg = dict(val_interval=3)
 auto_scale_lr = dict(base_batch_size=32)

@@ -1,8 +1,8 @@
 # 3x schedule with the multi-scale + crop augmentation (from DETR / Sparse R-CNN) of mmdet's
 # ConvNeXt V1 config mmdet::convnext/mask-rcnn_convnext-t-p4-w7_fpn_amp-ms-crop-3x_coco.py.
 # That config cannot be a base next to ours (both define model and optimizer), so its
-# pipeline and schedule are restated here.
-_base_ = './mask_rcnn_convnextv2_fpn_1x_coco.py'
+# pipeline is restated here (the schedule is mask_rcnn_convnextv2_fpn_3x_coco.py's).
+_base_ = './mask_rcnn_convnextv2_fpn_3x_coco.py'
 
 scales = [(480, 1333), (512, 1333), (544, 1333), (576, 1333), (608, 1333), (640, 1333),
           (672, 1333), (704, 1333), (736, 1333), (768, 1333), (800, 1333)]
@@ -30,16 +30,3 @@ train_pipeline = [
     dict(type='PackDetInputs'),
 ]
 train_dataloader = dict(dataset=dict(pipeline=train_pipeline))
-
-max_epochs = 36
-train_cfg = dict(max_epochs=max_epochs)
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=1000),
-    dict(
-        type='MultiStepLR',
-        begin=0,
-        end=max_epochs,
-        by_epoch=True,
-        milestones=[27, 33],
-        gamma=0.1),
-]

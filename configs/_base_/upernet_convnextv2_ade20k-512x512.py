@@ -8,9 +8,15 @@ _base_ = ['./upernet_convnextv2.py', 'mmseg::_base_/datasets/ade20k.py']
 
 num_classes = 150
 check_seg_map = dict(type='CheckSegMap', num_classes=num_classes)
-# mmseg's pipelines load the labels at step 1 (train) and step 2 (test, after Resize).
-train_pipeline = _base_.train_pipeline[:2] + [check_seg_map] + _base_.train_pipeline[2:]
-test_pipeline = _base_.test_pipeline[:3] + [check_seg_map] + _base_.test_pipeline[3:]
+# mmseg's pipelines with the check right after the step that loads the labels.
+train_pipeline = [
+    step for t in _base_.train_pipeline
+    for step in ([t, check_seg_map] if t['type'] == 'LoadAnnotations' else [t])
+]
+test_pipeline = [
+    step for t in _base_.test_pipeline
+    for step in ([t, check_seg_map] if t['type'] == 'LoadAnnotations' else [t])
+]
 img_ratios = [0.75, 1.0, 1.25]
 tta_pipeline = [
     dict(type='LoadImageFromFile', backend_args=None),
@@ -27,8 +33,10 @@ tta_pipeline = [
             [dict(type='PackSegInputs')],
         ]),
 ]
-train_dataloader = dict(batch_size=2, dataset=dict(pipeline=train_pipeline))
-val_dataloader = dict(batch_size=1, dataset=dict(pipeline=test_pipeline))
+train_dataloader = dict(
+    batch_size=2, dataset=dict(type='CheckedADE20KDataset', pipeline=train_pipeline))
+val_dataloader = dict(
+    batch_size=1, dataset=dict(type='CheckedADE20KDataset', pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
 model = dict(

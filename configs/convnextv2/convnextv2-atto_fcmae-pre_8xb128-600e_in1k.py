@@ -8,7 +8,7 @@ model = dict(
         arch='atto',
         drop_path_rate=0.1,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
-    head=dict(in_channels=320, loss=dict(label_smooth_val=0.2)),
+    head=dict(in_channels=_base_.convnextv2_widths['atto'][-1], loss=dict(label_smooth_val=0.2)),
     train_cfg=None)
 
 base_lr = 2e-4

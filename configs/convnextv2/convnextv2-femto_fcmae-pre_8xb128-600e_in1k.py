@@ -7,7 +7,7 @@ model = dict(
         arch='femto',
         drop_path_rate=0.0,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
-    head=dict(in_channels=384),
+    head=dict(in_channels=_base_.convnextv2_widths['femto'][-1]),
     train_cfg=dict(
         _delete_=True,  # atto has no batch augments
         augments=[dict(type='Mixup', alpha=0.3), dict(type='CutMix', alpha=0.3)]))

@@ -8,16 +8,15 @@ model = dict(
         arch='huge',
         drop_path_rate=0.3,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
-    head=dict(in_channels=2816))
+    head=dict(in_channels=_base_.convnextv2_widths['huge'][-1]))
 
 base_lr = 1.25e-3
 optim_wrapper = dict(
     optimizer=dict(lr=base_lr * 1024 / 256), paramwise_cfg=dict(layer_decay_rate=0.75))
 warmup_epochs = 10
+# The schedule of _base_/schedules/convnextv2_finetune.py with this warmup.
 param_scheduler = [
-    dict(type='LinearLR', start_factor=1e-3, by_epoch=True, end=warmup_epochs,
-         convert_to_iter_based=True),
-    dict(type='CosineAnnealingLR', eta_min=1e-6, by_epoch=True, begin=warmup_epochs,
-         convert_to_iter_based=True),
+    dict(_base_.param_scheduler[0], end=warmup_epochs),
+    dict(_base_.param_scheduler[1], begin=warmup_epochs),
 ]
 train_cfg = dict(max_epochs=50)

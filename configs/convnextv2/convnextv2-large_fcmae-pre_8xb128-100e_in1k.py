@@ -7,4 +7,4 @@ model = dict(
         arch='large',
         drop_path_rate=0.2,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
-    head=dict(in_channels=1536))
+    head=dict(in_channels=_base_.convnextv2_widths['large'][-1]))

@@ -6,7 +6,7 @@ model = dict(
     backbone=dict(
         arch='nano',
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
-    head=dict(in_channels=640),
+    head=dict(in_channels=_base_.convnextv2_widths['nano'][-1]),
     train_cfg=dict(
         _delete_=True,  # atto has no batch augments
         augments=[dict(type='Mixup', alpha=0.5), dict(type='CutMix', alpha=0.5)]))

@@ -9,7 +9,8 @@ _base_ = [
     '../_base_/schedules/convnextv2_finetune.py',
     'mmpretrain::_base_/default_runtime.py',
 ]
-custom_imports = dict(imports=['mmcnx2'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['mmcnx2', 'mmcnx2.engine.safe_checkpoint_loading'], allow_failed_imports=False)
 
 # The FCMAE checkpoint this run starts from (`backbone.*` keys; the decoder is ignored).
 # Override with `--cfg-options pretrained=PATH`: tools/train.py re-binds every use of it.
@@ -19,10 +20,18 @@ model = dict(
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')))
 
 # 8 GPUs x 128 = 1024, the batch the lr is written for.
-train_dataloader = dict(batch_size=128)
-val_dataloader = dict(batch_size=128)
+# CheckedImageNet: mmpretrain's ImageNet whose unreadable images name their file.
+train_dataloader = dict(batch_size=128, dataset=dict(type='CheckedImageNet'))
+val_dataloader = dict(batch_size=128, dataset=dict(type='CheckedImageNet'))
 test_dataloader = val_dataloader
 
-default_hooks = dict(checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3))
+# mmcnx2's checkpoint hook: atomic saves (mmcnx2/engine/hooks/atomic_checkpoint.py).
+default_hooks = dict(
+    checkpoint=dict(type='AtomicCheckpointHook', interval=1, max_keep_ckpts=3))
 # A fixed seed makes a resumed run repeat the uninterrupted one (with ExactResumeHook).
 randomness = dict(seed=0, deterministic=False)
+
+# mmpretrain's runtime visualizer, without the `_scope_` key that inheriting across packages
+# adds: mmpretrain's browse_dataset.py passes this dict to UniversalVisualizer(**visualizer).
+visualizer = dict(
+    _delete_=True, type='UniversalVisualizer', vis_backends=[dict(type='LocalVisBackend')])

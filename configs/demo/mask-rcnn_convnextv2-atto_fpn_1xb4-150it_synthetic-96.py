@@ -42,8 +42,8 @@ train_dataloader = dict(
 val_dataloader = dict(dataset=dict(metainfo=metainfo, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-# AMP needs a GPU (mmengine's AmpOptimWrapper): plain fp32 on CPU.
-optim_wrapper = dict(type='OptimWrapper', optimizer=dict(lr=lr))
+# The real config's AmpOrFp32OptimWrapper: AMP on a GPU, plain fp32 on a CPU.
+optim_wrapper = dict(optimizer=dict(lr=lr))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=max_iters // 10),
     dict(type='MultiStepLR', by_epoch=False, begin=0, end=max_iters,

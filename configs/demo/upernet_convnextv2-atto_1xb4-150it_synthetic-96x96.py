@@ -40,7 +40,7 @@ train_pipeline = [dict(t, **size_overrides.get(t['type'], {})) for t in _base_.t
 test_pipeline = [dict(t, **size_overrides.get(t['type'], {})) for t in _base_.test_pipeline]
 # ADE20KDataset only accepts subsets of ADE20K's 150 classes: the generic dataset instead.
 seg_dataset = dict(
-    type='BaseSegDataset',
+    type='CheckedBaseSegDataset',
     metainfo=dict(classes=classes, palette=palette),
     img_suffix='.jpg',
     seg_map_suffix='.png',
@@ -50,11 +50,8 @@ train_dataloader = dict(
 val_dataloader = dict(num_workers=2, dataset=dict(pipeline=test_pipeline, **seg_dataset))
 test_dataloader = val_dataloader
 
-# AMP needs a GPU (mmengine's AmpOptimWrapper): plain fp32 on CPU.
-optim_wrapper = dict(
-    _base_.optim_wrapper, _delete_=True, type='OptimWrapper',
-    optimizer=dict(_base_.optim_wrapper.optimizer, lr=lr))
-del optim_wrapper['loss_scale']
+# The real config's AmpOrFp32OptimWrapper: AMP on a GPU, plain fp32 on a CPU.
+optim_wrapper = dict(optimizer=dict(lr=lr))
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=False, begin=0, end=max_iters // 20),
     dict(type='PolyLR', power=1.0, eta_min=0.0, by_epoch=False, begin=max_iters // 20,

@@ -1,3 +1,4 @@
 _base_ = './fcmae_convnextv2-base_64xb64-coslr-1600e_in1k.py'
 
-model = dict(backbone=dict(arch='atto'), neck=dict(in_channels=320))
+model = dict(
+    backbone=dict(arch='atto'), neck=dict(in_channels=_base_.convnextv2_widths['atto'][-1]))

@@ -6,14 +6,18 @@ _base_ = [
     '../_base_/datasets/fcmae_imagenet_bs64.py',
     'mmpretrain::_base_/default_runtime.py',
 ]
-custom_imports = dict(imports=['mmcnx2'], allow_failed_imports=False)
+custom_imports = dict(
+    imports=['mmcnx2', 'mmcnx2.engine.safe_checkpoint_loading'], allow_failed_imports=False)
 
 optim_wrapper = dict(
     type='OptimWrapper',
     optimizer=dict(
         type='AdamW', lr=1.5e-4 * 4096 / 256, betas=(0.9, 0.95), weight_decay=0.05),
-    # As the official code: no weight decay on 1-D parameters (biases, norms, GRN).
-    paramwise_cfg=dict(flat_decay_mult=0.))
+    # The official pretraining's rule (main_pretrain.py: timm 0.3.2 add_weight_decay): no
+    # weight decay on 1-D tensors and biases. Its GRN gamma/beta are (1, C) / (1, 1, 1, C),
+    # so they are decayed; ours are 1-D, hence the explicit '.grn.' key. The mask token
+    # (1, C, 1, 1) is decayed in both.
+    paramwise_cfg=dict(flat_decay_mult=0., custom_keys={'.grn.': dict(decay_mult=1.)}))
 
 max_epochs = 800
 warmup_epochs = 40
@@ -40,8 +44,16 @@ auto_scale_lr = dict(base_batch_size=4096)
 
 default_hooks = dict(
     logger=dict(type='LoggerHook', interval=100),
-    checkpoint=dict(type='CheckpointHook', interval=1, max_keep_ckpts=3))
+    checkpoint=dict(type='AtomicCheckpointHook', interval=1, max_keep_ckpts=3))
 randomness = dict(seed=0, diff_rank_seed=True)
 # mmcnx2 hooks: stop at a NaN/Inf loss before diverged weights are saved, and make every
 # iteration's randomness a function of (seed, iteration) so --resume continues exactly.
-custom_hooks = [dict(type='FiniteLossHook'), dict(type='ExactResumeHook')]
+custom_hooks = [
+    dict(type='FiniteLossHook'), dict(type='ExactResumeHook'),
+    dict(type='TotalBatchHook')  # --resume keeps the total batch (README "Scale")
+]
+
+# mmpretrain's runtime visualizer, without the `_scope_` key that inheriting across packages
+# adds: mmpretrain's browse_dataset.py passes this dict to UniversalVisualizer(**visualizer).
+visualizer = dict(
+    _delete_=True, type='UniversalVisualizer', vis_backends=[dict(type='LocalVisBackend')])

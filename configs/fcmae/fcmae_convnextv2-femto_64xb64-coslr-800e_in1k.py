@@ -1,3 +1,4 @@
 _base_ = './fcmae_convnextv2-base_64xb64-coslr-800e_in1k.py'
 
-model = dict(backbone=dict(arch='femto'), neck=dict(in_channels=384))
+model = dict(
+    backbone=dict(arch='femto'), neck=dict(in_channels=_base_.convnextv2_widths['femto'][-1]))

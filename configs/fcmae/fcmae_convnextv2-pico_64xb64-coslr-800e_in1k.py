@@ -1,3 +1,4 @@
 _base_ = './fcmae_convnextv2-base_64xb64-coslr-800e_in1k.py'
 
-model = dict(backbone=dict(arch='pico'), neck=dict(in_channels=512))
+model = dict(
+    backbone=dict(arch='pico'), neck=dict(in_channels=_base_.convnextv2_widths['pico'][-1]))

@@ -1,3 +1,4 @@
 _base_ = './fcmae_convnextv2-base_64xb64-coslr-1600e_in1k.py'
 
-model = dict(backbone=dict(arch='tiny'), neck=dict(in_channels=768))
+model = dict(
+    backbone=dict(arch='tiny'), neck=dict(in_channels=_base_.convnextv2_widths['tiny'][-1]))

@@ -10,4 +10,4 @@ model = dict(
         arch='atto',
         drop_path_rate=0.1,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
-    neck=dict(in_channels=[40, 80, 160, 320]))
+    neck=dict(in_channels=_base_.convnextv2_widths['atto']))

@@ -10,4 +10,4 @@ model = dict(
         arch='base',
         drop_path_rate=0.3,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
-    neck=dict(in_channels=[128, 256, 512, 1024]))
+    neck=dict(in_channels=_base_.convnextv2_widths['base']))

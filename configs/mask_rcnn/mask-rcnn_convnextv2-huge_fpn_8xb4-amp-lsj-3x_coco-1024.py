@@ -11,5 +11,5 @@ model = dict(
         drop_path_rate=0.5,
         with_cp=True,  # gradient checkpointing: see README "Memory"
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
-    neck=dict(in_channels=[352, 704, 1408, 2816]))
+    neck=dict(in_channels=_base_.convnextv2_widths['huge']))
 optim_wrapper = dict(paramwise_cfg=dict(layer_decay_rate=0.95))

@@ -11,5 +11,5 @@ model = dict(
         drop_path_rate=0.4,
         with_cp=True,  # gradient checkpointing: see README "Memory"
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
-    neck=dict(in_channels=[192, 384, 768, 1536]))
+    neck=dict(in_channels=_base_.convnextv2_widths['large']))
 optim_wrapper = dict(paramwise_cfg=dict(layer_decay_rate=0.95))

@@ -10,4 +10,4 @@ model = dict(
         arch='tiny',
         drop_path_rate=0.2,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
-    neck=dict(in_channels=[96, 192, 384, 768]))
+    neck=dict(in_channels=_base_.convnextv2_widths['tiny']))

@@ -10,7 +10,8 @@ model = dict(
         arch='atto',
         drop_path_rate=0.1,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
-    decode_head=dict(in_channels=[40, 80, 160, 320]),
-    auxiliary_head=dict(in_channels=160))
+    decode_head=dict(in_channels=_base_.convnextv2_widths['atto']),
+    auxiliary_head=dict(in_channels=_base_.convnextv2_widths['atto'][2]))
 # A small model takes a larger lr (the paper's range is 1e-4 to 3e-4).
-optim_wrapper = dict(optimizer=dict(lr=2e-4))
+# Stage-wise layer decay with the recipe's num_layers for 9 or fewer blocks in stage 3.
+optim_wrapper = dict(optimizer=dict(lr=2e-4), paramwise_cfg=dict(num_layers=6))

@@ -10,5 +10,5 @@ model = dict(
         arch='base',
         drop_path_rate=0.3,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
-    decode_head=dict(in_channels=[128, 256, 512, 1024]),
-    auxiliary_head=dict(in_channels=512))
+    decode_head=dict(in_channels=_base_.convnextv2_widths['base']),
+    auxiliary_head=dict(in_channels=_base_.convnextv2_widths['base'][2]))

@@ -10,5 +10,5 @@ model = dict(
         arch='huge',
         drop_path_rate=0.4,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
-    decode_head=dict(in_channels=[352, 704, 1408, 2816]),
-    auxiliary_head=dict(in_channels=1408))
+    decode_head=dict(in_channels=_base_.convnextv2_widths['huge']),
+    auxiliary_head=dict(in_channels=_base_.convnextv2_widths['huge'][2]))

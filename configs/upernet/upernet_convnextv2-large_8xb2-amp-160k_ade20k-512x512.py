@@ -10,5 +10,5 @@ model = dict(
         arch='large',
         drop_path_rate=0.4,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
-    decode_head=dict(in_channels=[192, 384, 768, 1536]),
-    auxiliary_head=dict(in_channels=768))
+    decode_head=dict(in_channels=_base_.convnextv2_widths['large']),
+    auxiliary_head=dict(in_channels=_base_.convnextv2_widths['large'][2]))

@@ -10,5 +10,7 @@ model = dict(
         arch='tiny',
         drop_path_rate=0.2,
         init_cfg=dict(type='Pretrained', checkpoint=pretrained, prefix='backbone.')),
-    decode_head=dict(in_channels=[96, 192, 384, 768]),
-    auxiliary_head=dict(in_channels=384))
+    decode_head=dict(in_channels=_base_.convnextv2_widths['tiny']),
+    auxiliary_head=dict(in_channels=_base_.convnextv2_widths['tiny'][2]))
+# Stage-wise layer decay with the recipe's num_layers for tiny (9 blocks in stage 3).
+optim_wrapper = dict(paramwise_cfg=dict(num_layers=6))

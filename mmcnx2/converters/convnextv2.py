@@ -118,8 +118,14 @@ def load_source(path: 'str | os.PathLike') -> StateDict:
     """Read the tensors of a checkpoint file (``.safetensors`` or a torch pickle) or of an HF
     model directory, unwrapping ``state_dict`` (mmengine) or ``model`` (official) containers.
 
-    Pickles are read with ``weights_only=True``; ``argparse.Namespace`` (the ``args`` entry of
-    official training checkpoints) is the one non-tensor class allowed.
+    Files are read by mmcnx2's safe loader (``weights_only=True``, see
+    :func:`mmcnx2.engine.checkpoint.load_checkpoint_file`); ``argparse.Namespace`` (the
+    ``args`` entry of official training checkpoints) is the one class allowed beyond it.
+
+    Raises:
+        FileNotFoundError, CorruptCheckpointError, UnsafeCheckpointError: see
+            :func:`mmcnx2.engine.checkpoint.load_checkpoint_file`.
+        ValueError: the file holds no state dict.
     """
     path = os.fspath(path)
     if osp.isdir(path):
@@ -127,26 +133,27 @@ def load_source(path: 'str | os.PathLike') -> StateDict:
         if not found:
             raise FileNotFoundError(f'{path} is a directory without any of {HF_WEIGHT_FILES}')
         path = found[0]
-    if not osp.isfile(path):
-        raise FileNotFoundError(f'No checkpoint file at {path}')
-    if path.endswith('.safetensors'):
-        from safetensors.torch import load_file
-        return load_file(path, device='cpu')
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            loaded = torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as err:
-        raise ValueError(f'{path} cannot be read as a weights-only torch checkpoint: '
-                         f'{err}') from err
+    from ..engine.checkpoint import load_checkpoint_file
+    loaded = load_checkpoint_file(path, map_location='cpu', extra_globals=[argparse.Namespace])
+    return unwrap_state_dict(loaded, path)
+
+
+def unwrap_state_dict(loaded: object, source: str) -> StateDict:
+    """The state dict inside a loaded checkpoint: its ``state_dict`` (mmengine) or ``model``
+    (official) entry, or the checkpoint itself.
+
+    Raises:
+        ValueError: naming ``source``, when the result is no dict of tensors.
+    """
     for container in ('state_dict', 'model'):
         if isinstance(loaded, dict) and isinstance(loaded.get(container), dict):
             loaded = loaded[container]
             break
     if not isinstance(loaded, dict):
-        raise ValueError(f'{path} holds a {type(loaded).__name__}, not a state dict')
+        raise ValueError(f'{source} holds a {type(loaded).__name__}, not a state dict')
     not_tensors = [k for k, v in loaded.items() if not torch.is_tensor(v)]
     if not_tensors:
-        raise ValueError(f'{path}: entries that are not tensors, so this is no state dict: '
+        raise ValueError(f'{source}: entries that are not tensors, so this is no state dict: '
                          f'{_sample(not_tensors)}')
     return loaded
 

@@ -1,13 +1,17 @@
 # Copyright (c) mmcnx2 contributors. All rights reserved.
 import os
 import os.path as osp
+import sys
 from argparse import ArgumentParser, Namespace
 from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from mmengine.config import Config, DictAction
+from mmengine.config import Config
+
+from .cfg_options import NEW_KEY, CfgOptionsAction, ConfigOptionError, check_options
+from .launch import export_slurm_env, prepare_cpu_strategy
 
 #: Top-level config key holding the checkpoint a config starts from (FCMAE for fine-tuning,
 #: the fine-tuned classifier for detection/segmentation). See :func:`rebind_pretrained`.
@@ -19,9 +23,10 @@ def parse_run_args(parser: ArgumentParser) -> Namespace:
     parser.add_argument(
         '--cfg-options',
         nargs='+',
-        action=DictAction,
-        help='override settings in the config, key=value pairs; pretrained=PATH re-binds '
-        'the checkpoint the config starts from')
+        action=CfgOptionsAction,
+        help='override settings in the config, key=value pairs. A key must exist in the '
+        f'config (or be an argument of what it builds); prefix a new key with {NEW_KEY}. '
+        'pretrained=PATH re-binds the checkpoint the config starts from')
     parser.add_argument(
         '--launcher',
         choices=['none', 'pytorch', 'slurm', 'mpi'],
@@ -36,13 +41,18 @@ def parse_run_args(parser: ArgumentParser) -> Namespace:
 def load_cfg(args: Namespace) -> Config:
     """The config as tools/train.py and tools/test.py see it.
 
-    Applies ``--cfg-options`` (``pretrained=PATH`` re-binds every use of the config's
-    ``pretrained`` value, see :func:`rebind_pretrained`), ``--launcher`` and ``--work-dir``
-    (default ``work_dirs/<config name>``) and, without CUDA, switches distributed runs to
-    gloo so ``tools/dist_train.sh`` also works on CPU machines (see :func:`_prepare_cpu_dist`).
+    Checks and applies ``--cfg-options`` (see :mod:`mmcnx2.engine.cfg_options`;
+    ``pretrained=PATH`` re-binds every use of the config's ``pretrained`` value, see
+    :func:`rebind_pretrained`), ``--launcher`` and ``--work-dir`` (default
+    ``work_dirs/<config name>``). Starts nothing: distributed set-up is
+    :func:`prepare_distributed`.
+
+    Raises:
+        ConfigOptionError: an option names no key of the config or has a value of the
+            wrong kind.
     """
     cfg = Config.fromfile(args.config)
-    options = dict(args.cfg_options or {})
+    options = check_options(cfg, dict(args.cfg_options or {}), args.config)
     check_pretrained_used(cfg, args.config)
     if PRETRAINED_KEY in options:
         rebind_pretrained(cfg, options[PRETRAINED_KEY], args.config)
@@ -53,30 +63,60 @@ def load_cfg(args: Namespace) -> Config:
         cfg.work_dir = args.work_dir
     elif cfg.get('work_dir', None) is None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(args.config))[0])
-    if not torch.cuda.is_available():
-        cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
-        _prepare_cpu_dist(cfg)
     return cfg
 
 
-def _prepare_cpu_dist(cfg: Config) -> None:
-    """Let mmengine run a ``pytorch``-launched job on CPUs.
+def load_cfg_or_exit(args: Namespace) -> Config:
+    """:func:`load_cfg` for the tools: a bad ``--cfg-options`` ends the command with its
+    message (exit status 2, as argparse's usage errors) instead of a traceback."""
+    try:
+        return load_cfg(args)
+    except ConfigOptionError as err:
+        print(f'error: {err}', file=sys.stderr)
+        sys.exit(2)
 
-    mmengine's launcher calls ``torch.cuda.set_device`` before it creates the process group,
-    and wraps the model in DDP with ``device_ids=[local_rank]``; both fail without CUDA.
-    Creating the gloo group here makes mmengine skip its own set-up, and ``device_ids=None``
-    is what DDP needs for a CPU model.
+
+def prepare_distributed(cfg: Config) -> None:
+    """Let mmengine run a ``pytorch``- or ``slurm``-launched job on CPUs (tools/train.py and
+    test.py call it explicitly, after :func:`load_cfg`).
+
+    Without CUDA: selects the gloo backend and creates the process group, because mmengine's
+    launchers call ``torch.cuda.set_device`` before creating it; the group existing makes
+    mmengine skip its own set-up (for ``slurm``, srun's variables are exported first, see
+    :func:`mmcnx2.engine.launch.export_slurm_env`). Model wrappers default to a CUDA device:
+    the default runner's DDP gets ``device_ids=None`` unless the config chose a wrapper
+    itself, and a ``FlexibleRunner``'s strategy is pointed at the CPU
+    (:func:`mmcnx2.engine.launch.prepare_cpu_strategy`). With CUDA it does nothing.
     """
-    if cfg.launcher != 'pytorch':
+    if torch.cuda.is_available():
+        return
+    cfg.setdefault('env_cfg', {}).setdefault('dist_cfg', {})['backend'] = 'gloo'
+    if cfg.launcher not in ('pytorch', 'slurm'):
         return
     if not dist.is_initialized():
+        if cfg.launcher == 'slurm':
+            export_slurm_env()
         timeout = cfg.env_cfg.dist_cfg.get('timeout')
         dist.init_process_group(
             backend='gloo', **({} if timeout is None else dict(timeout=timedelta(seconds=timeout))))
+    if cfg.get('runner_type', 'Runner') != 'Runner':
+        prepare_cpu_strategy(cfg)
+        return
     wrapper = cfg.get('model_wrapper_cfg') or dict(type='MMDistributedDataParallel')
     if wrapper.get('type') == 'MMDistributedDataParallel':
         wrapper.setdefault('device_ids', None)
     cfg.model_wrapper_cfg = wrapper
+
+
+def build_runner(cfg: Config):
+    """The runner the config asks for, as mmdet's and mmpretrain's tools build it: mmengine's
+    ``Runner`` unless the config sets ``runner_type`` (e.g. ``'FlexibleRunner'`` for FSDP
+    or DeepSpeed strategies), which is built from mmengine's ``RUNNERS``."""
+    if 'runner_type' not in cfg:
+        from mmengine.runner import Runner
+        return Runner.from_cfg(cfg)
+    from mmengine.registry import RUNNERS
+    return RUNNERS.build(cfg)
 
 
 def _replace(node: Any, old: str, new: str) -> Any:

@@ -5,7 +5,10 @@ Models (each a classifier: backbone + global pool + LayerNorm + Linear, cross-en
 ``mmcnx2`` (our ``ConvNeXtV2`` + ``nn.Linear``), ``timm_convnextv2`` (timm's
 ``convnextv2_<arch>``) and ``timm_convnext`` (timm's V1 ``convnext_<arch>``, where timm has that
 size). ``mmcnx2_fcmae`` is one FCMAE pretraining step (masked encoder + decoder + loss) of the
-same arch, compared with the ``mmcnx2`` train step at the same batch.
+same arch, compared with the ``mmcnx2`` train step at the same batch. The shares of the blocks'
+fast path (:mod:`mmcnx2.models.utils.fast_block`): ``mmcnx2_no_cpu_kernels`` is ``mmcnx2``
+with the fast path's CPU kernels switched off, ``mmcnx2_formula`` with the whole fast path off
+(every block runs its formula).
 
 Every model gets the same warm-up, then the models run in turn (A B C A B C ...) for
 ``--repeats`` rounds of ``--iters`` steps each, so drifts in machine load hit all of them alike;
@@ -28,7 +31,7 @@ import logging
 import platform
 import statistics
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack
 from typing import Callable, Dict, Optional
 
 import timm
@@ -40,8 +43,12 @@ from mmpretrain.registry import MODELS
 from timm.models.convnext import ConvNeXt
 
 from mmcnx2.models import ConvNeXtV2  # importing mmcnx2 also registers FCMAE
+from mmcnx2.models.utils import fast_block
 
 NUM_CLASSES = 1000
+# mmcnx2 with a part of the fast path switched off (fast_block.switched_off).
+VARIANTS = {'mmcnx2_no_cpu_kernels': 'cpu_kernels', 'mmcnx2_formula': 'fast_path'}
+MODELS_TIMED = ['mmcnx2', 'timm_convnextv2', 'timm_convnext', 'mmcnx2_fcmae', *VARIANTS]
 
 
 def parse_args(argv=None):
@@ -70,7 +77,7 @@ def parse_args(argv=None):
                         'the activation memory the CUDA default keeps')
     parser.add_argument('--models', nargs='+',
                         default=['mmcnx2', 'timm_convnextv2', 'timm_convnext', 'mmcnx2_fcmae'],
-                        choices=['mmcnx2', 'timm_convnextv2', 'timm_convnext', 'mmcnx2_fcmae'])
+                        choices=MODELS_TIMED)
     parser.add_argument('--out', help='write the results to this JSON file')
     args = parser.parse_args(argv)
     if args.arch.lstrip().startswith('{'):
@@ -117,6 +124,7 @@ def build_fcmae(arch, recompute_grn=None) -> nn.Module:
                 type='ConvNeXtV2',
                 arch=arch,
                 gap_before_final_norm=False,
+                out_norms=False,
                 recompute_grn=recompute_grn),
             neck=dict(type='FCMAEDecoder', in_channels=channels[-1]),
             head=dict(type='FCMAEHead', norm_pix=True)))
@@ -145,6 +153,7 @@ class Runner:
 
     def __init__(self, name: str, model: nn.Module, args):
         self.name, self.args = name, args
+        self.switched_off = VARIANTS.get(name)
         self.device = torch.device(args.device)
         fmt = torch.channels_last if args.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=fmt)
@@ -159,10 +168,14 @@ class Runner:
         self.train_loss = torch.compile(self.eager_loss) if args.compile else self.eager_loss
         self.infer = torch.compile(self.model) if args.compile else self.model
 
-    def autocast(self):
+    def context(self) -> ExitStack:
+        """Autocast with ``--dtype bf16``; a variant's part of the fast path switched off."""
+        stack = ExitStack()
         if self.args.dtype == 'bf16':
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return nullcontext()
+            stack.enter_context(torch.autocast(self.device.type, dtype=torch.bfloat16))
+        if self.switched_off:
+            stack.enter_context(fast_block.switched_off(self.switched_off))
+        return stack
 
     def eager_loss(self) -> torch.Tensor:
         if self.fcmae:
@@ -172,7 +185,7 @@ class Runner:
     def train_step(self):
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        with self.autocast():
+        with self.context():
             loss = self.train_loss()
         loss.backward()
         self.optimizer.step()
@@ -180,7 +193,7 @@ class Runner:
     @torch.inference_mode()
     def infer_step(self):
         self.model.eval()
-        with self.autocast():
+        with self.context():
             self.infer(self.images)
 
     def sync(self):
@@ -199,7 +212,7 @@ class Runner:
 
     def memory(self) -> Dict[str, Optional[float]]:
         self.model.train()
-        with self.autocast():
+        with self.context():
             saved = saved_activation_mb(self.model, self.eager_loss)
         peak = None
         if self.device.type == 'cuda':
@@ -239,7 +252,8 @@ def measure(args) -> dict:
         mmcnx2=lambda: Classifier(args.arch, recompute_grn),
         timm_convnextv2=lambda: build_timm(args.arch, v2=True),
         timm_convnext=lambda: build_timm(args.arch, v2=False),
-        mmcnx2_fcmae=lambda: build_fcmae(args.arch, recompute_grn))
+        mmcnx2_fcmae=lambda: build_fcmae(args.arch, recompute_grn),
+        **{variant: lambda: Classifier(args.arch, recompute_grn) for variant in VARIANTS})
     runners = []
     for name in args.models:
         model = builders[name]()
@@ -258,8 +272,9 @@ def measure(args) -> dict:
 
 
 def ratios(results: dict) -> dict:
-    """Speed ratios (> 1 = mmcnx2 faster), memory ratios (< 1 = mmcnx2 smaller) and the
-    FCMAE step time over the plain train step (both mmcnx2, same batch)."""
+    """Speed ratios (> 1 = mmcnx2 faster), memory ratios (< 1 = mmcnx2 smaller), the FCMAE
+    step time over the plain train step (both mmcnx2, same batch) and the speed-ups from the
+    fast path and from its CPU kernels (``mmcnx2`` over a variant without them)."""
     ours = results.get('mmcnx2')
     out = {}
     if ours is None:
@@ -276,7 +291,23 @@ def ratios(results: dict) -> dict:
     if 'mmcnx2_fcmae' in results:
         out['fcmae_step_time_vs_train_step'] = (
             ours['train_img_s'] / results['mmcnx2_fcmae']['train_img_s'])
+    for variant, part in VARIANTS.items():
+        if variant in results:
+            for key in ('train_img_s', 'infer_img_s'):
+                out[f'{key}_speedup_from_{part}'] = ours[key] / results[variant][key]
     return out
+
+
+def cpu_model() -> str:
+    """The CPU's model name (as ``lscpu`` prints it), or the architecture where unknown."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:  # not Linux
+        pass
+    return platform.processor() or platform.machine()
 
 
 def config_of(args) -> dict:
@@ -286,7 +317,7 @@ def config_of(args) -> dict:
         torch=torch.__version__,
         threads=torch.get_num_threads(),
         machine=(torch.cuda.get_device_name(device) if device.type == 'cuda' else
-                 f'{platform.processor() or platform.machine()} CPU'))
+                 f'{cpu_model()} CPU'))
     config['timm'] = timm.__version__
     return config
 
@@ -295,13 +326,13 @@ def format_table(report: dict) -> str:
     results, ratios_ = report['results'], report['ratios']
     ref = results.get('timm_convnextv2')
     cols = ('train_img_s', 'infer_img_s', 'saved_act_mb', 'peak_mem_mb')
-    lines = [f"{'model':<18}" + ''.join(f'{c:>14}' for c in cols) + f"{'train vs v2':>13}"]
+    lines = [f"{'model':<22}" + ''.join(f'{c:>14}' for c in cols) + f"{'train vs v2':>13}"]
     for name, res in results.items():
         cells = ''.join(f"{'n/a' if res.get(c) is None else format(res[c], '.1f'):>14}"
                         for c in cols)
         vs = (f"{res['train_img_s'] / ref['train_img_s']:.2f}x" if ref and name !=
               'mmcnx2_fcmae' else '')
-        lines.append(f'{name:<18}{cells}{vs:>13}')
+        lines.append(f'{name:<22}{cells}{vs:>13}')
     lines += [f'{k}: {v:.3f}' for k, v in ratios_.items()]
     return '\n'.join(lines)
 

@@ -26,4 +26,4 @@ train_dataloader = dict(
     sampler=dict(type='DefaultSampler', shuffle=True),
     collate_fn=dict(type='default_collate'),
     dataset=dict(
-        type='ImageNet', data_root=data_root, split='train', pipeline=train_pipeline))
+        type='CheckedImageNet', data_root=data_root, split='train', pipeline=train_pipeline))

@@ -1,5 +1,7 @@
 # ConvNeXt V2 ImageNet-1K classifier as fine-tuned after FCMAE (tiny's values; the other
 # sizes override arch, drop path, head width, smoothing and batch augments).
+_base_ = './convnextv2_widths.py'
+
 model = dict(
     type='ImageClassifier',
     backbone=dict(type='ConvNeXtV2', arch='tiny', drop_path_rate=0.2),
@@ -7,7 +9,7 @@ model = dict(
     head=dict(
         type='LinearClsHead',
         num_classes=1000,
-        in_channels=768,
+        in_channels=_base_.convnextv2_widths['tiny'][-1],
         # timm's smoothing: target (1 - 0.1) * one_hot + 0.1 / 1000, also on Mixup targets.
         loss=dict(type='LabelSmoothLoss', label_smooth_val=0.1, mode='original'),
         # Official head_init_scale 0.001: trunc_normal(std=0.02) weights times 0.001.

@@ -36,4 +36,8 @@ custom_hooks = [
     dict(type='FiniteLossHook'),
     # Randomness per iteration from (seed, iteration): --resume continues exactly (mmcnx2).
     dict(type='ExactResumeHook'),
+    # `--cfg-options pretrained=X` reaches the backbone's init_cfg with any launcher (mmcnx2).
+    dict(type='RebindPretrainedHook'),
+    # --resume keeps the total batch of the run (mmcnx2, README "Scale").
+    dict(type='TotalBatchHook'),
 ]

@@ -6,9 +6,12 @@ import torch.nn as nn
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from mmpretrain.engine.optimizers import LearningRateDecayOptimWrapperConstructor
 
+from ..fsdp import FSDPParamsMixin
+
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
-class LayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrapperConstructor):
+class LayerDecayOptimWrapperConstructor(FSDPParamsMixin,
+                                        LearningRateDecayOptimWrapperConstructor):
     """Layer-wise lr decay for any model whose backbone answers ``get_layer_depth``.
 
     One constructor for classifiers, FCMAE, Mask R-CNN and UperNet: it is registered in
@@ -16,8 +19,11 @@ class LayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrapperConstructor
     outside the backbone (necks, heads, decoders) get lr scale 1.
 
     ``paramwise_cfg`` takes mmpretrain's keys (``layer_decay_rate``, ``norm_decay_mult``,
-    ``bias_decay_mult``, ``flat_decay_mult``, ``custom_keys``) plus ``decay_type``, passed
-    to the backbone's ``get_layer_depth`` (ConvNeXtV2: ``'group'`` or ``'block'``).
+    ``bias_decay_mult``, ``flat_decay_mult``, ``custom_keys``) plus ``decay_type`` and
+    ``num_layers``, passed to the backbone's ``get_layer_depth`` (ConvNeXtV2: ``'group'``,
+    ``'block'``, or ``'stage_wise'`` with an optional ``num_layers``). Under
+    mmengine's ``FSDPStrategy`` the groups are those of the unwrapped model
+    (:class:`~mmcnx2.engine.fsdp.FSDPParamsMixin`).
     """
 
     def add_params(self,
@@ -34,8 +40,9 @@ class LayerDecayOptimWrapperConstructor(LearningRateDecayOptimWrapperConstructor
             if backbone is None or not hasattr(backbone, 'get_layer_depth'):
                 raise TypeError(f'{type(module).__name__} has no backbone with '
                                 '`get_layer_depth`; layer-wise lr decay needs one.')
+            grouping = dict(decay_type=self.paramwise_cfg.get('decay_type', 'group'))
+            if 'num_layers' in self.paramwise_cfg:
+                grouping['num_layers'] = self.paramwise_cfg['num_layers']
             get_layer_depth = partial(
-                backbone.get_layer_depth,
-                prefix='backbone.',
-                decay_type=self.paramwise_cfg.get('decay_type', 'group'))
+                backbone.get_layer_depth, prefix='backbone.', **grouping)
         super().add_params(params, module, prefix, get_layer_depth, **kwargs)

@@ -5,6 +5,7 @@ import torch
 from mmpretrain.models.heads import MAEPretrainHead
 
 from ...registry import register_model
+from ..backbones.convnext_v2 import MASK_PATCH_SIZE
 
 
 @register_model
@@ -22,10 +23,9 @@ class FCMAEHead(MAEPretrainHead):
             ``dict(type='PixelReconstructionLoss', criterion='L2')``.
         norm_pix (bool): Normalise each target patch by its own mean and variance.
             Defaults to True.
-        patch_size (int): Side p of a patch. Defaults to 32.
         in_channels (int): Image channels c. Defaults to 3.
 
-    Shapes:
+    Shapes (p: the encoder stride ``MASK_PATCH_SIZE``, the side of a patch):
         pred: (N, p*p*c, h, w), one prediction per patch (``FCMAEDecoder`` output).
         target: (N, c, h*p, w*p), the (data-preprocessed) input images.
         mask: (N, h, w), 1 = removed patch.
@@ -34,10 +34,9 @@ class FCMAEHead(MAEPretrainHead):
     def __init__(self,
                  loss: dict = dict(type='PixelReconstructionLoss', criterion='L2'),
                  norm_pix: bool = True,
-                 patch_size: int = 32,
                  in_channels: int = 3) -> None:
         super().__init__(
-            loss=loss, norm_pix=norm_pix, patch_size=patch_size, in_channels=in_channels)
+            loss=loss, norm_pix=norm_pix, patch_size=MASK_PATCH_SIZE, in_channels=in_channels)
 
     def patchify(self, imgs: torch.Tensor) -> torch.Tensor:
         """(N, c, h*p, w*p) -> (N, h*w, p*p*c), patches row-major, pixels in (p, q, c) order."""

@@ -4,7 +4,7 @@ import torch.nn as nn
 from mmengine.model import BaseModule
 
 from ...registry import register_model
-from ..backbones.convnext_v2 import ConvNeXtV2Block
+from ..backbones.convnext_v2 import MASK_PATCH_SIZE, ConvNeXtV2Block
 from ..utils import init_convnext_weights
 
 
@@ -20,38 +20,35 @@ class FCMAEDecoder(BaseModule):
         in_channels (int): Channels C of the encoder's last stage.
         decoder_dim (int): Width D of the decoder. Defaults to 512.
         decoder_depth (int): Number of ConvNeXt V2 blocks. Defaults to 1.
-        patch_size (int): Side p of a patch (= encoder stride). Defaults to 32.
         out_channels (int): Image channels c to predict. Defaults to 3.
-        init_cfg (dict, optional): mmengine init config; without one, the official init
-            (see :meth:`init_weights`) is used.
+        init_cfg (dict, optional): mmengine init config; without one, :meth:`init_weights`.
 
     Shapes:
         x: (N, C, h, w), the encoder output (zero at removed sites).
         mask: (N, h, w), 1 = removed patch.
-        returns: (N, p*p*c, h, w), patch pixels in (p, q, c) order.
+        returns: (N, p*p*c, h, w), patch pixels in (p, q, c) order; p is the encoder stride
+            ``MASK_PATCH_SIZE``.
     """
 
     def __init__(self,
                  in_channels: int,
                  decoder_dim: int = 512,
                  decoder_depth: int = 1,
-                 patch_size: int = 32,
                  out_channels: int = 3,
                  init_cfg=None):
         super().__init__(init_cfg=init_cfg)
-        self.patch_size = patch_size
         self.proj = nn.Conv2d(in_channels, decoder_dim, kernel_size=1)
         self.mask_token = nn.Parameter(torch.zeros(1, decoder_dim, 1, 1))
         self.decoder = nn.Sequential(
             *[ConvNeXtV2Block(decoder_dim) for _ in range(decoder_depth)])
-        self.pred = nn.Conv2d(decoder_dim, patch_size**2 * out_channels, kernel_size=1)
+        self.pred = nn.Conv2d(decoder_dim, MASK_PATCH_SIZE**2 * out_channels, kernel_size=1)
 
     def init_weights(self):
-        """trunc_normal(0.02) conv/linear weights, zero biases, unit LayerNorms, zero GRN,
-        normal(0.02) mask token.
+        """The ConvNeXt V2 init: trunc_normal(0.02) conv/linear weights, zero biases, unit
+        LayerNorms, zero GRN, normal(0.02) mask token.
 
-        The official code gives ``nn.Conv2d`` timm's default trunc_normal (std 1); like the
-        ConvNeXt V2 backbone we use std 0.02 for every conv and linear layer.
+        The official FCMAE re-initialises the decoder differently (std 1 convs, PyTorch's
+        default Linears); ``FCMAE(init='official')`` does that after this init.
         """
         super().init_weights()
         if self.init_cfg is not None:

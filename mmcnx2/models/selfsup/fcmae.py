@@ -8,6 +8,7 @@ from mmpretrain.structures import DataSample
 
 from ...registry import register_model
 from ..backbones.convnext_v2 import MASK_PATCH_SIZE
+from ..utils.init import init_fcmae_official_decoder, init_fcmae_official_encoder
 
 
 @register_model
@@ -20,14 +21,23 @@ class FCMAE(BaseSelfSupervisor):
 
     Args:
         backbone (dict): ``ConvNeXtV2`` config returning its last stage as a feature map
-            (last entry of ``out_indices`` = last stage, ``gap_before_final_norm=False``).
-            The encoder has no output norm, so the backbone's ``norm{i}`` are replaced by
-            identities and the checkpoint's ``backbone.*`` hold exactly the encoder.
+            without output norm, as the official encoder (last entry of ``out_indices`` =
+            last stage, ``gap_before_final_norm=False``, ``out_norms=False``), so the
+            checkpoint's ``backbone.*`` hold exactly the encoder.
         neck (dict): Decoder config, e.g. ``FCMAEDecoder``.
         head (dict): Loss head config, e.g. ``FCMAEHead``.
         mask_ratio (float): Fraction of patches removed; ``int(L * (1 - mask_ratio))`` of the
             L patches are kept per sample. Defaults to 0.6.
-        patch_size (int): Side of a mask patch; must be the encoder stride 32.
+        init (str): Weight init of the encoder and of the decoder, each where it has no
+            ``init_cfg`` (a checkpoint or an explicit init is kept; nothing is re-initialised
+            when the model has ``pretrained``/``init_cfg``). ``'official'`` (default): the
+            official FCMAE's re-initialisation after the modules' own init, timm trunc_normal
+            std 1 (cut at +-2) for the stem, depthwise and pointwise layers and the decoder's
+            convs, std 0.02 for the downsample convs, PyTorch's default for the decoder's
+            Linears (:func:`~mmcnx2.models.utils.init.init_fcmae_official_encoder`,
+            :func:`~mmcnx2.models.utils.init.init_fcmae_official_decoder`). ``'convnext'``:
+            the modules' own ConvNeXt V2 init (trunc_normal std 0.02 for every conv and
+            Linear).
         pretrained (str, optional): Checkpoint to initialise the whole model from.
         data_preprocessor (dict, optional): Defaults to ``SelfSupDataPreprocessor``.
         init_cfg (dict, optional): mmengine init config.
@@ -36,13 +46,18 @@ class FCMAE(BaseSelfSupervisor):
         inputs: (N, C, H, W) with H and W multiples of ``patch_size``.
         mask: (N, H / patch_size, W / patch_size), 1 = removed.
     """
+    # Side of a mask patch: the encoder's stride, one constant for the encoder, decoder and
+    # loss.
+    patch_size = MASK_PATCH_SIZE
+    # Values of ``init``.
+    weight_inits = ('official', 'convnext')
 
     def __init__(self,
                  backbone: dict,
                  neck: dict,
                  head: dict,
                  mask_ratio: float = 0.6,
-                 patch_size: int = MASK_PATCH_SIZE,
+                 init: str = 'official',
                  pretrained: Optional[str] = None,
                  data_preprocessor: Optional[Union[dict, nn.Module]] = None,
                  init_cfg: Optional[dict] = None):
@@ -53,27 +68,33 @@ class FCMAE(BaseSelfSupervisor):
             pretrained=pretrained,
             data_preprocessor=data_preprocessor,
             init_cfg=init_cfg)
+        if init not in self.weight_inits:
+            raise ValueError(f'FCMAE init must be one of {self.weight_inits}, got {init!r}')
+        self.init = init
         if not 0 < mask_ratio < 1:
             # The loss averages over removed patches, so some must be removed.
             raise ValueError(f'mask_ratio must be in (0, 1), got {mask_ratio}')
-        for name, size in (('FCMAE', patch_size),
-                           ('neck', getattr(self.neck, 'patch_size', patch_size)),
-                           ('head', getattr(self.head, 'patch_size', patch_size))):
-            if size != MASK_PATCH_SIZE:
-                raise ValueError(f'{name} patch_size must be the ConvNeXtV2 stride '
-                                 f'{MASK_PATCH_SIZE}, got {size}')
         last_stage = len(self.backbone.stages) - 1
-        if self.backbone.out_indices[-1] != last_stage or self.backbone.gap_before_final_norm:
+        if (self.backbone.out_indices[-1] != last_stage or self.backbone.gap_before_final_norm
+                or self.backbone.out_norms):
             raise ValueError(
-                'FCMAE needs the last backbone stage as a feature map: set the backbone\'s '
-                f'out_indices to include {last_stage} and gap_before_final_norm=False, got '
+                'FCMAE needs the last backbone stage as a feature map without output norm '
+                '(as the official encoder): set the backbone\'s out_indices to include '
+                f'{last_stage}, gap_before_final_norm=False and out_norms=False, got '
                 f'out_indices={self.backbone.out_indices}, gap_before_final_norm='
-                f'{self.backbone.gap_before_final_norm}')
-        # The FCMAE encoder has no output norm (neither has the official checkpoint).
-        for i in self.backbone.out_indices:
-            setattr(self.backbone, f'norm{i}', nn.Identity())
+                f'{self.backbone.gap_before_final_norm}, out_norms={self.backbone.out_norms}')
         self.mask_ratio = mask_ratio
-        self.patch_size = patch_size
+
+    def init_weights(self):
+        first_init = not self._is_init
+        super().init_weights()
+        if not first_init or self.init != 'official' or self.init_cfg is not None:
+            return
+        # A part loaded from a checkpoint (or with an explicit init_cfg) is kept.
+        if self.backbone.init_cfg is None:
+            init_fcmae_official_encoder(self.backbone)
+        if self.neck.init_cfg is None:
+            init_fcmae_official_decoder(self.neck)
 
     def random_mask(self, inputs: torch.Tensor) -> torch.Tensor:
         """Per-sample random patch mask from torch's (seeded) global generator.

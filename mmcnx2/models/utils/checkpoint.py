@@ -1,36 +1,43 @@
 # Copyright (c) mmcnx2 contributors. All rights reserved.
-import re
+"""What ``init_cfg=dict(type='Pretrained', ...)`` of a ConvNeXtV2 runs: weights of any format,
+from a path, an http(s) URL or a model name (see :mod:`mmcnx2.converters.loading`)."""
 from typing import Optional
 
 import torch.nn as nn
 from mmengine.logging import MMLogger
-from mmengine.runner.checkpoint import _load_checkpoint
 
-# Output norms exist only for the stages a model returns, so they may be absent on either side
-# (an FCMAE encoder has none; a detector has four).
-OPTIONAL_KEY = re.compile(r'norm\d+\.')
+from ...converters.loading import OPTIONAL_KEY, OWN_FORMAT, check_fit, load_converted_state_dict
 
 
 def load_pretrained_backbone(backbone: nn.Module,
                              checkpoint: str,
                              prefix: Optional[str] = None,
-                             map_location: str = 'cpu') -> None:
-    """Load a checkpoint into ``backbone``, refusing anything that does not fit.
+                             map_location: str = 'cpu') -> str:
+    """Load a checkpoint of any known format into ``backbone``, refusing anything that does
+    not fit. This is what ``init_cfg=dict(type='Pretrained', ...)`` of a ConvNeXtV2 runs.
 
     Args:
         backbone (nn.Module): The module to fill.
-        checkpoint (str): Path or URL understood by mmengine's checkpoint loaders.
-        prefix (str, optional): Only keys under this prefix are used, with it stripped
-            (e.g. ``'backbone.'`` for a classifier, detector or FCMAE checkpoint).
-        map_location (str): Device to load tensors on.
+        checkpoint (str): A path, an http(s) URL (downloaded once, see
+            :func:`mmcnx2.converters.loading.download_checkpoint`), a model name of
+            :func:`mmcnx2.apis.list_models`,
+            or another mmengine checkpoint scheme.
+        prefix (str, optional): For checkpoints in mmcnx2's layout: only keys under this
+            prefix are used, with it stripped (e.g. ``'backbone.'`` for a classifier, detector
+            or FCMAE checkpoint). Converted foreign checkpoints always provide ``backbone.*``.
+        map_location (str): Device for mmengine's other checkpoint schemes.
+
+    Returns:
+        str: The detected format of the checkpoint.
 
     Raises:
         KeyError: no key carries ``prefix``.
         RuntimeError: listing missing, unexpected and mis-shaped keys (output norms
             ``norm{i}`` may be missing or extra).
     """
-    loaded = _load_checkpoint(checkpoint, map_location=map_location, logger='current')
-    state_dict = loaded.get('state_dict', loaded) if isinstance(loaded, dict) else loaded
+    fmt, state_dict = load_converted_state_dict(checkpoint, map_location)
+    if fmt != OWN_FORMAT:
+        prefix = 'backbone.'
     if prefix:
         stripped = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
         if not stripped:
@@ -39,24 +46,15 @@ def load_pretrained_backbone(backbone: nn.Module,
         state_dict = stripped
 
     own = backbone.state_dict()
-    missing = [k for k in own if k not in state_dict and not OPTIONAL_KEY.match(k)]
-    unexpected = [k for k in state_dict if k not in own and not OPTIONAL_KEY.match(k)]
-    mis_shaped = [
-        f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-        for k, v in state_dict.items() if k in own and v.shape != own[k].shape
-    ]
-    if missing or unexpected or mis_shaped:
-        raise RuntimeError(
-            f'Checkpoint {checkpoint} (prefix {prefix!r}) does not fit '
-            f'{type(backbone).__name__}:\n'
-            f'  missing keys ({len(missing)}): {missing}\n'
-            f'  unexpected keys ({len(unexpected)}): {unexpected}\n'
-            f'  mis-shaped keys ({len(mis_shaped)}): {mis_shaped}\n'
-            'Foreign checkpoints (official, timm, HF) need '
-            'tools/model_converters/convnextv2_to_mmcnx2.py first.')
+    optional = lambda key: bool(OPTIONAL_KEY.match(key))  # noqa: E731
+    check_fit(own, state_dict,
+              f'Checkpoint {checkpoint} ({fmt} layout, prefix {prefix!r}) does not fit '
+              f'{type(backbone).__name__}', optional, optional)
     usable = {k: v for k, v in state_dict.items() if k in own}
     backbone.load_state_dict(usable, strict=False)
     skipped = sorted(set(own) - set(usable))
+    converted = '' if fmt == OWN_FORMAT else f' ({fmt} layout, converted)'
     MMLogger.get_current_instance().info(
         f'Loaded {len(usable)} tensors into {type(backbone).__name__} from {checkpoint}'
-        + (f'; kept initial values of {skipped}' if skipped else ''))
+        f'{converted}' + (f'; kept initial values of {skipped}' if skipped else ''))
+    return fmt

@@ -24,20 +24,15 @@ class _DepthwiseConvFunction(Function):
         x, weight = ctx.saved_tensors
         need_x, need_weight, need_bias = ctx.needs_input_grad[:3]
         dx, d_weight, _ = torch.ops.aten.convolution_backward(
-            dout, x, weight, None, [1, 1], [ctx.padding] * 2, [1, 1], False, [0, 0],
-            x.shape[1], [need_x, need_weight, False])
+            dout, x, weight, bias_sizes=None, stride=[1, 1], padding=[ctx.padding] * 2,
+            dilation=[1, 1], transposed=False, output_padding=[0, 0], groups=x.shape[1],
+            output_mask=[need_x, need_weight, False])
         d_bias = dout.sum(dim=(0, 2, 3)) if need_bias else None
         return dx, d_weight, d_bias, None
 
 
 def depthwise_conv(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """``conv(x)`` for a stride-1 depthwise ``nn.Conv2d`` with integer padding.
-
-    Takes the fast backward in eager CPU runs outside autocast (under autocast the conv's own
-    casts apply, and under torch.compile Inductor picks its own kernels, so ``conv`` is called
-    as it is).
-    """
-    if (x.device.type != 'cpu' or torch.is_autocast_enabled('cpu') or conv.bias is None
-            or torch.compiler.is_compiling()):
-        return conv(x)
+    """``conv(x)`` for a stride-1 depthwise ``nn.Conv2d`` with a bias and integer padding,
+    with the cheaper backward. For eager CPU runs outside autocast (autocast would not cast
+    its inputs); :mod:`~mmcnx2.models.utils.fast_block` decides when it applies."""
     return _DepthwiseConvFunction.apply(x, conv.weight, conv.bias, conv.padding[0])

@@ -1,0 +1,15 @@
+# ConvNeXt V2-T after FCMAE, IN-22K and IN-1K fine-tuning, evaluated at 384 px: the
+# official convnextv2_tiny_22k_384_ema.pt (model zoo:
+# convnextv2-tiny_fcmae-in22k-pre_3rdparty_in1k-384px). An evaluation config: the model is the
+# IN-1K recipe's, only the test resolution changes (there is no IN-22K training recipe here).
+_base_ = './convnextv2-tiny_fcmae-pre_8xb128-300e_in1k.py'
+
+img_size = 384
+# The official evaluation at 384 px and above resizes the whole image to a square (no crop).
+test_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=img_size, interpolation='bicubic', backend='pillow'),
+    dict(type='PackInputs'),
+]
+val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
+test_dataloader = val_dataloader

@@ -1,0 +1,18 @@
+# UperNet with ConvNeXt V2-Huge (upernet_convnextv2-huge_8xb2-amp-160k_ade20k-640x640.py) with
+# FlexibleRunner + FSDP: parameters, gradients and AdamW state sharded over the GPUs, bf16
+# (SyncBN in the heads stays fp32), activation checkpointing in every block. See
+# configs/_base_/convnextv2_fsdp_strategy.py and the README's "Scale" section.
+_base_ = [
+    '../upernet_convnextv2-huge_8xb2-amp-160k_ade20k-640x640.py',
+    '../../_base_/convnextv2_fsdp_strategy.py',
+]
+
+model = dict(backbone=dict(with_cp=True))
+# FSDP's mixed precision replaces AMP: a plain OptimWrapper (no autocast, no loss scaling)
+# with the parent's optimizer, layer decay and no-decay rules.
+optim_wrapper = dict(
+    _delete_=True,
+    type='OptimWrapper',
+    optimizer={{_base_.optim_wrapper.optimizer}},
+    constructor={{_base_.optim_wrapper.constructor}},
+    paramwise_cfg={{_base_.optim_wrapper.paramwise_cfg}})
