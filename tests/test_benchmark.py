@@ -82,3 +82,22 @@ def test_benchmark_bf16_channels_last_cpu_timer(bench_tool):
 def test_benchmark_rejects_bad_size(bench_tool):
     with pytest.raises(SystemExit):
         bench_tool.parse_args(['--size', '100'])
+
+
+def test_benchmark_times_the_fast_path_shares(bench_tool):
+    """The variants without the 1x1 convolutions and without the whole fast path run the
+    same classifier (same parameters, the formula's activations without the fast path)."""
+    report = bench_tool.main([
+        '--arch', TINY_ARCH, '--batch', '2', '--size', '64', '--warmup', '1', '--iters', '1',
+        '--repeats', '1', '--device', 'cpu', '--models', 'mmcnx2', 'mmcnx2_no_conv1x1',
+        'mmcnx2_formula', 'timm_convnextv2'
+    ])
+    results, ratios = report['results'], report['ratios']
+    assert results['mmcnx2_formula']['params_m'] == results['mmcnx2']['params_m']
+    # Without the fused GRN the formula keeps timm's activations; the 1x1 convs keep the same.
+    assert results['mmcnx2_formula']['saved_act_mb'] == pytest.approx(
+        results['timm_convnextv2']['saved_act_mb'])
+    assert results['mmcnx2_no_conv1x1']['saved_act_mb'] == results['mmcnx2']['saved_act_mb']
+    for part in ('conv1x1', 'fast_path'):
+        for key in ('train_img_s', 'infer_img_s'):
+            assert ratios[f'{key}_speedup_from_{part}'] > 0

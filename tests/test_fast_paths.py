@@ -11,7 +11,6 @@ from torch.func import functional_call
 
 from mmcnx2.models.backbones.convnext_v2 import ConvNeXtV2, ConvNeXtV2Block
 from mmcnx2.models.utils import GRN, fast_block
-from mmcnx2.models.utils.depthwise_conv import depthwise_conv
 from mmcnx2.models.utils.grn_function import grn, pointwise_linear
 
 
@@ -74,31 +73,32 @@ def test_grn_function_matches_reference_fp32(shape):
     assert_all_close(actual, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.fixture(params=[True, False], ids=['cpu kernels', 'cuda kernels'])
-def cpu_kernels(request):
-    """Runs a test with the CPU-specific kernels, then with the ones CUDA takes (on CPU)."""
+@pytest.fixture(params=[True, False], ids=['conv1x1', 'linear'])
+def conv1x1(request):
+    """Runs a test with the pointwise layers as 1x1 convolutions (eager CPU), then as Linears
+    (CUDA, compiled)."""
     return request.param
 
 
 @pytest.mark.parametrize('recompute', [False, True])
-def test_grn_function_with_gelu_input_matches_reference(recompute, cpu_kernels):
+def test_grn_function_with_gelu_input_matches_reference(recompute, conv1x1):
     x = activations((2, 6, 5, 12))
     gamma, beta = random_params(12)
     expected = outputs_and_grads(lambda x, g, b: reference_grn(F.gelu(x), g, b),
                                  [x, gamma, beta])
     actual = outputs_and_grads(
         lambda x, g, b: grn(x, g, b, gelu_input=True, recompute=recompute,
-                            cpu_kernels=cpu_kernels), [x, gamma, beta])
+                            conv1x1=conv1x1), [x, gamma, beta])
     assert_all_close(actual, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_grn_function_batch_stats_matches_reference(cpu_kernels):
+def test_grn_function_batch_stats_matches_reference(conv1x1):
     x = activations((3, 5, 4, 12))
     gamma, beta = random_params(12)
     expected = outputs_and_grads(lambda x, g, b: reference_grn(x, g, b, stats='batch'),
                                  [x, gamma, beta])
     actual = outputs_and_grads(
-        lambda x, g, b: grn(x, g, b, stats='batch', cpu_kernels=cpu_kernels),
+        lambda x, g, b: grn(x, g, b, stats='batch', conv1x1=conv1x1),
         [x, gamma, beta])
     assert_all_close(actual, expected, rtol=1e-5, atol=1e-5)
     per_sample = grn(x, gamma, beta)
@@ -114,7 +114,7 @@ def linear_params(in_channels, out_channels, dtype=torch.float32):
 
 @pytest.mark.parametrize('gelu_input', [False, True])
 @pytest.mark.parametrize('recompute', [False, True])
-def test_grn_fused_with_linear_matches_reference(gelu_input, recompute, cpu_kernels):
+def test_grn_fused_with_linear_matches_reference(gelu_input, recompute, conv1x1):
     x = activations((2, 6, 5, 12))
     params = random_params(12) + linear_params(12, 7)
 
@@ -124,7 +124,7 @@ def test_grn_fused_with_linear_matches_reference(gelu_input, recompute, cpu_kern
 
     def fused(x, gamma, beta, weight, bias):
         return grn(x, gamma, beta, gelu_input=gelu_input, weight=weight, bias=bias,
-                   recompute=recompute, cpu_kernels=cpu_kernels)
+                   recompute=recompute, conv1x1=conv1x1)
 
     expected = outputs_and_grads(reference, [x] + params)
     actual = outputs_and_grads(fused, [x] + params)
@@ -133,7 +133,7 @@ def test_grn_fused_with_linear_matches_reference(gelu_input, recompute, cpu_kern
 
 
 @pytest.mark.parametrize('recompute', [False, True])
-def test_grn_fused_with_linear_bf16_close_to_fp32_reference(recompute, cpu_kernels):
+def test_grn_fused_with_linear_bf16_close_to_fp32_reference(recompute, conv1x1):
     x = activations((2, 8, 8, 32), torch.bfloat16)
     params = random_params(32) + linear_params(32, 16)
 
@@ -142,7 +142,7 @@ def test_grn_fused_with_linear_bf16_close_to_fp32_reference(recompute, cpu_kerne
 
     def fused(x, gamma, beta, weight, bias):
         return grn(x, gamma, beta, gelu_input=True, weight=weight, bias=bias,
-                   recompute=recompute, cpu_kernels=cpu_kernels)
+                   recompute=recompute, conv1x1=conv1x1)
 
     expected = outputs_and_grads(reference, [x] + params)
     actual = outputs_and_grads(fused, [x] + params)
@@ -150,26 +150,13 @@ def test_grn_fused_with_linear_bf16_close_to_fp32_reference(recompute, cpu_kerne
     assert_all_close(actual, expected, rtol=3e-2, atol=1e-1)
 
 
-def test_pointwise_linear_matches_linear(cpu_kernels):
+def test_pointwise_linear_matches_linear(conv1x1):
     x = activations((2, 5, 4, 12))
     weight, bias = linear_params(12, 20)
     expected = outputs_and_grads(F.linear, [x, weight, bias])
-    actual = outputs_and_grads(lambda x, w, b: pointwise_linear(x, w, b, cpu_kernels),
+    actual = outputs_and_grads(lambda x, w, b: pointwise_linear(x, w, b, conv1x1),
                                [x, weight, bias])
     assert_all_close(actual, expected, rtol=1e-5, atol=1e-5)
-
-
-def test_depthwise_conv_matches_conv2d():
-    conv = torch.nn.Conv2d(8, 8, kernel_size=7, padding=3, groups=8)
-    x = torch.randn(2, 8, 9, 9, generator=torch.Generator().manual_seed(9))
-    x = x.contiguous(memory_format=torch.channels_last)
-
-    def run(fn):
-        conv.zero_grad()
-        out, grads = outputs_and_grads(fn, [x])
-        return [out, grads, conv.weight.grad.clone(), conv.bias.grad.clone()]
-
-    assert_all_close(run(lambda x: depthwise_conv(x, conv)), run(conv), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize('stats', ['sample', 'batch'])
@@ -202,7 +189,7 @@ def test_grn_batch_stats_is_the_released_minkowski_grn():
         module.beta.copy_(beta)
         dense = module(x * visible[..., None])
         sparse = minkowski_grn(x[visible], gamma, beta)  # (M, C) rows, batch-major
-        fused = grn(x * visible[..., None], gamma, beta, stats='batch', cpu_kernels=True)
+        fused = grn(x * visible[..., None], gamma, beta, stats='batch', conv1x1=True)
     torch.testing.assert_close(dense[visible], sparse, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(fused[visible], sparse, rtol=1e-6, atol=1e-6)
     per_sample = GRN(8).to(x.dtype)
@@ -278,9 +265,9 @@ def patch_visible(n, size, kept_per_sample):
     return visible.view(n, 1, size, size)
 
 
-def fast(cpu_kernels):
-    """The block's fast implementation with the given kernels, called directly."""
-    return lambda block, x, visible: fast_block.forward(block, x, visible, cpu_kernels)
+def fast(conv1x1):
+    """The block's fast implementation with 1x1 convolutions or Linears, called directly."""
+    return lambda block, x, visible: fast_block.forward(block, x, visible, conv1x1)
 
 
 def formula(block, x, visible):
@@ -313,10 +300,10 @@ def block_case(case, channels=8, **kwargs):
 
 @pytest.mark.parametrize('case', BLOCK_CASES)
 @pytest.mark.parametrize('recompute_grn', [False, True])
-def test_block_fast_path_matches_reference(case, recompute_grn, cpu_kernels):
+def test_block_fast_path_matches_reference(case, recompute_grn, conv1x1):
     block, x, visible = block_case(case, recompute_grn=recompute_grn)
     expected = block_outputs_and_grads(block, reference_block, x, visible)
-    actual = block_outputs_and_grads(block, fast(cpu_kernels), x, visible)
+    actual = block_outputs_and_grads(block, fast(conv1x1), x, visible)
     assert_all_close(actual, expected, rtol=1e-5, atol=2e-5)
     if visible is not None:
         assert actual[0][(visible == 0).expand_as(x)].abs().max() == 0  # removed stay empty
@@ -409,7 +396,7 @@ def test_hooks_on_grn_fire_and_see_the_formula():
 
 @pytest.mark.parametrize('recompute_grn', [False, True])
 @pytest.mark.parametrize('case', ['dense', 'same-count mask'])
-def test_block_bf16_autocast_close_to_reference(case, recompute_grn, cpu_kernels):
+def test_block_bf16_autocast_close_to_reference(case, recompute_grn, conv1x1):
     block = make_block(16, recompute_grn=recompute_grn).train()
     x = torch.randn(2, 16, 8, 8, generator=torch.Generator().manual_seed(7))
     x = x.contiguous(memory_format=torch.channels_last)
@@ -424,7 +411,7 @@ def test_block_bf16_autocast_close_to_reference(case, recompute_grn, cpu_kernels
         return run
 
     expected = block_outputs_and_grads(block, reference_block, x, visible)
-    actual = block_outputs_and_grads(block, under_autocast(fast(cpu_kernels)), x, visible)
+    actual = block_outputs_and_grads(block, under_autocast(fast(conv1x1)), x, visible)
     reference_bf16 = block_outputs_and_grads(block, under_autocast(reference_block), x,
                                              visible)
     for fast_result, ref_bf16, exact in zip(actual, reference_bf16, expected):

@@ -6,9 +6,9 @@ Models (each a classifier: backbone + global pool + LayerNorm + Linear, cross-en
 ``convnextv2_<arch>``) and ``timm_convnext`` (timm's V1 ``convnext_<arch>``, where timm has that
 size). ``mmcnx2_fcmae`` is one FCMAE pretraining step (masked encoder + decoder + loss) of the
 same arch, compared with the ``mmcnx2`` train step at the same batch. The shares of the blocks'
-fast path (:mod:`mmcnx2.models.utils.fast_block`): ``mmcnx2_no_cpu_kernels`` is ``mmcnx2``
-with the fast path's CPU kernels switched off, ``mmcnx2_formula`` with the whole fast path off
-(every block runs its formula).
+fast path (:mod:`mmcnx2.models.utils.fast_block`): ``mmcnx2_no_conv1x1`` is ``mmcnx2`` with
+the pointwise layers as Linears instead of 1x1 convolutions (the fast path's CPU part),
+``mmcnx2_formula`` with the whole fast path off (every block runs its formula).
 
 Every model gets the same warm-up, then the models run in turn (A B C A B C ...) for
 ``--repeats`` rounds of ``--iters`` steps each, so drifts in machine load hit all of them alike;
@@ -24,6 +24,9 @@ Example::
         --out work_dirs/bench_atto.json
     python tools/analysis_tools/benchmark.py --arch base --batch 128 --dtype bf16 \\
         --channels-last --device cuda --compile
+    # the fast path's shares
+    python tools/analysis_tools/benchmark.py --arch atto --batch 16 --threads 1 --timer cpu \\
+        --models mmcnx2 mmcnx2_no_conv1x1 mmcnx2_formula timm_convnextv2
 """
 import argparse
 import json
@@ -47,7 +50,7 @@ from mmcnx2.models.utils import fast_block
 
 NUM_CLASSES = 1000
 # mmcnx2 with a part of the fast path switched off (fast_block.switched_off).
-VARIANTS = {'mmcnx2_no_cpu_kernels': 'cpu_kernels', 'mmcnx2_formula': 'fast_path'}
+VARIANTS = {'mmcnx2_no_conv1x1': 'conv1x1', 'mmcnx2_formula': 'fast_path'}
 MODELS_TIMED = ['mmcnx2', 'timm_convnextv2', 'timm_convnext', 'mmcnx2_fcmae', *VARIANTS]
 
 

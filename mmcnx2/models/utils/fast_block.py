@@ -12,10 +12,11 @@ compares outputs and every gradient), from:
   and with ``recompute_grn`` one such tensor kept for backward instead of three;
 - with an FCMAE mask that keeps the same number of sites in every sample, the per-site MLP on
   the kept sites only;
-- in eager CPU runs, three kernels oneDNN runs faster (``cpu_kernels``): the pointwise convs as
-  1x1 convolutions on the channels_last view, GRN's reductions per sample, and a depthwise
-  conv backward whose bias gradient is a plain sum. Their shares are measured in the README's
-  "Benchmark" section.
+- in eager CPU runs (``conv1x1``), the pointwise convs as 1x1 convolutions on the
+  channels_last view, which oneDNN runs faster than Linear's GEMM.
+
+The README's "Benchmark" section gives each part's measured share (and the CPU tricks that
+were measured and dropped).
 """
 from contextlib import contextmanager
 from typing import Iterator, Optional
@@ -25,18 +26,18 @@ import torch.nn as nn
 import torch.utils.checkpoint as cp
 from torch.nn.modules import module as torch_module
 
-from .depthwise_conv import depthwise_conv
 from .grn_function import grn, pointwise_linear
 
-# What switched_off() can switch off: the whole fast path, or only its CPU kernels.
-PARTS = ('fast_path', 'cpu_kernels')
+# What switched_off() can switch off: the whole fast path, or only its 1x1 convolutions.
+PARTS = ('fast_path', 'conv1x1')
 _switched_off = set()
 
 
 @contextmanager
 def switched_off(part: str = 'fast_path') -> Iterator[None]:
-    """Within this context the fast path (every block then runs its formula) or only its CPU
-    kernels are off: a reference for tests, and what the benchmark times the shares with."""
+    """Within this context the fast path (every block then runs its formula) or only its 1x1
+    convolutions are off: a reference for tests, and what the benchmark times the shares
+    with."""
     if part not in PARTS:
         raise ValueError(f'part must be one of {PARTS}, got {part!r}')
     was_off = part in _switched_off
@@ -81,15 +82,10 @@ def _kept_rows(visible: torch.Tensor) -> Optional[torch.Tensor]:
 
 
 def _residual(block: nn.Module, x: torch.Tensor, visible: Optional[torch.Tensor],
-              kept: Optional[torch.Tensor], cpu_kernels: bool) -> torch.Tensor:
+              kept: Optional[torch.Tensor], conv1x1: bool) -> torch.Tensor:
     """The block's residual branch, channels-last: (N, H, W, C), or (N, L, 1, C) for the L
     kept sites of each sample with ``kept``."""
-    conv = block.depthwise_conv
-    if cpu_kernels and not torch.is_autocast_enabled('cpu') and conv.bias is not None:
-        x = depthwise_conv(x, conv)
-    else:
-        x = conv(x)
-    x = x.permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
+    x = block.depthwise_conv(x).permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
     if kept is not None:
         # (N*H*W, C) rows -> (N, L, 1, C): the L kept sites of each sample.
         n, channels = x.shape[0], x.shape[-1]
@@ -98,36 +94,35 @@ def _residual(block: nn.Module, x: torch.Tensor, visible: Optional[torch.Tensor]
     elif visible is not None:
         visible = visible.permute(0, 2, 3, 1)  # (N, 1, H, W) -> (N, H, W, 1)
     x = pointwise_linear(block.norm(x), block.pointwise_conv1.weight,
-                         block.pointwise_conv1.bias, cpu_kernels)
+                         block.pointwise_conv1.bias, conv1x1)
     if visible is not None:
         # GELU(0) = 0, so masking the pre-activation also removes the sites from the GRN
         # statistics.
         x = x * visible
     x = grn(x, block.grn.gamma, block.grn.beta, block.grn.eps, gelu_input=True,
             weight=block.pointwise_conv2.weight, bias=block.pointwise_conv2.bias,
-            recompute=block.recompute_grn, stats=block.grn.stats, cpu_kernels=cpu_kernels)
+            recompute=block.recompute_grn, stats=block.grn.stats, conv1x1=conv1x1)
     return x if visible is None else x * visible
 
 
 def forward(block: nn.Module,
             x: torch.Tensor,
             visible: Optional[torch.Tensor] = None,
-            cpu_kernels: Optional[bool] = None) -> torch.Tensor:
+            conv1x1: Optional[bool] = None) -> torch.Tensor:
     """``block(x, visible)`` on the fast implementation (shapes as the block's).
 
-    ``cpu_kernels`` defaults to eager CPU runs: under torch.compile Inductor picks its own
-    kernels, and compiles the device-neutral formulations to faster code than the CPU ones.
-    Tests set it to check both on CPU.
+    ``conv1x1`` defaults to eager CPU runs, where it was measured to pay (under torch.compile
+    Inductor picks its own kernels). Tests set it to check both formulations on CPU.
     """
-    if cpu_kernels is None:
-        cpu_kernels = (x.device.type == 'cpu' and not torch.compiler.is_compiling()
-                       and 'cpu_kernels' not in _switched_off)
+    if conv1x1 is None:
+        conv1x1 = (x.device.type == 'cpu' and not torch.compiler.is_compiling()
+                   and 'conv1x1' not in _switched_off)
     kept = None if visible is None else _kept_rows(visible)
     if block.with_cp and x.requires_grad:
         residual = cp.checkpoint(
-            _residual, block, x, visible, kept, cpu_kernels, use_reentrant=False)
+            _residual, block, x, visible, kept, conv1x1, use_reentrant=False)
     else:
-        residual = _residual(block, x, visible, kept, cpu_kernels)
+        residual = _residual(block, x, visible, kept, conv1x1)
     residual = block.drop_path(residual)
     shortcut = x.permute(0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
     if kept is None:

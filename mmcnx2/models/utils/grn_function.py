@@ -18,13 +18,11 @@ backward then owns the Linear's input gradient and turns it into dL/dx in place,
 with ``recompute``, the GRN output the Linear needs is recomputed from ``x`` instead of kept,
 so a block keeps a single (N, L, 4C) tensor for backward.
 
-Buffers are reused in place. With ``cpu_kernels`` (eager CPU runs; the caller decides, see
-:mod:`~mmcnx2.models.utils.fast_block`) reductions of products run per sample, whose
-temporaries fit glibc's reused heap (a new tensor of this size costs more in page faults than
-the arithmetic done in it: glibc maps every allocation over 32 MB afresh), and the Linear runs
-as a oneDNN 1x1 convolution. Plain PyTorch ops only: the same code runs on CPU and CUDA, eager
-and compiled (no Triton kernel: one that cannot be tested on the machines this project is
-tested on would be a liability).
+Buffers are reused in place. With ``conv1x1`` (eager CPU runs; the caller decides, see
+:mod:`~mmcnx2.models.utils.fast_block`) the Linear runs as a 1x1 convolution, which oneDNN runs
+faster than Linear's GEMM. Plain PyTorch ops only: the same code runs on CPU and CUDA, eager and
+compiled (no Triton kernel: one that cannot be tested on the machines this project is tested on
+would be a liability).
 """
 from typing import Optional
 
@@ -35,20 +33,13 @@ from torch.autograd import Function
 from .grn import GRN_STATS
 
 
-def _channel_dot(a: torch.Tensor, b: torch.Tensor, cpu_kernels: bool) -> torch.Tensor:
+def _channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``sum_L(a * b)`` in fp32 for (N, L, C) inputs; returns (N, 1, C)."""
-    if cpu_kernels:
-        # Per sample, see the module docstring.
-        return torch.stack([
-            torch.linalg.vecdot(x.float(), y.float(), dim=0) for x, y in zip(a, b)
-        ]).unsqueeze(1)
     return torch.linalg.vecdot(a, b, dim=1).float().unsqueeze(1)
 
 
-def _channel_norm(a: torch.Tensor, cpu_kernels: bool) -> torch.Tensor:
+def _channel_norm(a: torch.Tensor) -> torch.Tensor:
     """``||a||_2`` over L in fp32 for (N, L, C) a; returns (N, 1, C)."""
-    if cpu_kernels:
-        return _channel_dot(a, a, cpu_kernels).sqrt()
     # Accumulates and returns fp32 without an fp32 copy of a half-precision input.
     return torch.linalg.vector_norm(a, dim=1, keepdim=True, dtype=torch.float32)
 
@@ -61,19 +52,19 @@ def _as_conv_input(x: torch.Tensor) -> torch.Tensor:
 def pointwise_linear(x: torch.Tensor,
                      weight: torch.Tensor,
                      bias: Optional[torch.Tensor] = None,
-                     cpu_kernels: bool = False) -> torch.Tensor:
-    """``F.linear`` over the last dim of (N, ..., C) x; with ``cpu_kernels`` as a 1x1
-    convolution on the channels_last view, which oneDNN runs faster than Linear's GEMM."""
-    if not cpu_kernels:
+                     conv1x1: bool = False) -> torch.Tensor:
+    """``F.linear`` over the last dim of (N, ..., C) x; with ``conv1x1`` as a 1x1 convolution
+    on the channels_last view."""
+    if not conv1x1:
         return F.linear(x, weight, bias)
     out = F.conv2d(_as_conv_input(x), weight[:, :, None, None], bias)  # (N, C_out, L, 1)
     return out.permute(0, 2, 3, 1).reshape(*x.shape[:-1], weight.shape[0])
 
 
 def _pointwise_linear_backward(dout: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
-                               need_weight_grad: bool, cpu_kernels: bool):
-    """Input and weight gradients of ``pointwise_linear(x, weight)`` (no bias)."""
-    if not cpu_kernels:
+                               need_weight_grad: bool, conv1x1: bool):
+    """Input and weight gradients of ``pointwise_linear(x, weight, conv1x1=conv1x1)``."""
+    if not conv1x1:
         dx = dout @ weight
         dw = dout.flatten(0, -2).t() @ x.flatten(0, -2) if need_weight_grad else None
         return dx, dw
@@ -90,11 +81,11 @@ class _GRNFunction(Function):
     ``weight``) on x of shape (N, L, C), statistics over L."""
 
     @staticmethod
-    def forward(ctx, x, gamma, beta, eps, gelu_input, weight, bias, recompute, cpu_kernels):
+    def forward(ctx, x, gamma, beta, eps, gelu_input, weight, bias, recompute, conv1x1):
         act = F.gelu(x) if gelu_input else x
         # Statistics in fp32: a sum of squares over L overflows fp16 and loses precision in
         # bf16.
-        gx = _channel_norm(act, cpu_kernels)  # (N, 1, C)
+        gx = _channel_norm(act)  # (N, 1, C)
         denom = gx.mean(dim=-1, keepdim=True) + eps  # (N, 1, 1)
         nx = gx / denom
         scale = (1 + gamma.float() * nx).to(act.dtype)
@@ -105,8 +96,8 @@ class _GRNFunction(Function):
         if weight is not None:
             weight = weight.to(act.dtype)
             out = pointwise_linear(out, weight, None if bias is None else bias.to(act.dtype),
-                                   cpu_kernels)
-        ctx.gelu_input, ctx.cpu_kernels = gelu_input, cpu_kernels
+                                   conv1x1)
+        ctx.gelu_input, ctx.conv1x1 = gelu_input, conv1x1
         ctx.fused_linear, ctx.has_bias = weight is not None, bias is not None
         # With recompute, backward rebuilds GELU's and GRN's outputs from x: one more GELU
         # and multiply-add for one (fused: two) activation(s) less memory.
@@ -127,7 +118,7 @@ class _GRNFunction(Function):
             if grn_out is None:
                 grn_out = torch.addcmul(beta, act, scale)
             d_grn_out, d_weight = _pointwise_linear_backward(
-                dout, grn_out, weight, ctx.needs_input_grad[5], ctx.cpu_kernels)
+                dout, grn_out, weight, ctx.needs_input_grad[5], ctx.conv1x1)
             del grn_out
             d_bias = dout.flatten(0, -2).sum(0, dtype=torch.float32)
             # Rows of d_grn_out are rows of dout times weight: their sum is d_bias @ weight.
@@ -135,7 +126,7 @@ class _GRNFunction(Function):
             dout = d_grn_out
         else:
             d_beta = dout.sum(dim=(0, 1), dtype=torch.float32)
-        d_scale = _channel_dot(dout, act, ctx.cpu_kernels)  # (N, 1, C)
+        d_scale = _channel_dot(dout, act)  # (N, 1, C)
         d_gamma = (d_scale * nx).sum(dim=(0, 1))
         # Nx = G / denom with denom = mean_C(G) + eps.
         d_nx = d_scale * gamma.float()
@@ -167,7 +158,7 @@ def grn(x: torch.Tensor,
         bias: Optional[torch.Tensor] = None,
         recompute: Optional[bool] = None,
         stats: str = 'sample',
-        cpu_kernels: bool = False) -> torch.Tensor:
+        conv1x1: bool = False) -> torch.Tensor:
     """Fused GRN over the spatial dims of a channels-last tensor.
 
     Same numbers as :class:`~mmcnx2.models.utils.GRN` (``G = ||x||_2`` per channel over the
@@ -187,8 +178,8 @@ def grn(x: torch.Tensor,
             for one more GELU and multiply-add. Defaults to True on CUDA (memory-bound, where
             it is nearly free) and False on CPU.
         stats (str): ``'sample'`` or ``'batch'``, see :class:`~mmcnx2.models.utils.GRN`.
-        cpu_kernels (bool): Use the formulations that are faster in eager CPU runs
-            (see the module docstring). Defaults to False.
+        conv1x1 (bool): Run the Linear as a 1x1 convolution (faster in eager CPU runs).
+            Defaults to False.
 
     Returns:
         Tensor: (N, ..., C), or (N, ..., C_out) with ``weight``; the dtype of ``x``.
@@ -203,5 +194,5 @@ def grn(x: torch.Tensor,
     groups = 1 if stats == 'batch' else x.shape[0]
     flat = x.reshape(groups, -1, x.shape[-1])
     out = _GRNFunction.apply(flat, gamma, beta, eps, gelu_input, weight, bias, recompute,
-                             cpu_kernels)
+                             conv1x1)
     return out.view(*x.shape[:-1], out.shape[-1])
