@@ -24,9 +24,9 @@ class GRN(nn.Module):
     66) and loses precision in bf16. gamma and beta are 1-D, so the usual "1-D params get no
     weight decay" rules apply to them.
 
-    The block trains through a fused implementation of this formula
-    (:mod:`~mmcnx2.models.utils.fast_block`); this forward is what tracing, scripting, export,
-    inference and forward hooks see.
+    Eager block calls run a fused implementation of this formula
+    (:mod:`~mmcnx2.models.utils.fast_block`); this forward is what tracing, scripting, export
+    and hooks on the GRN see.
 
     Args:
         channels (int): Number of channels C.
