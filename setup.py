@@ -65,6 +65,6 @@ setup(
     extras_require={
         'det': ['mmdet>=3.3.0,<4.0'],
         'seg': ['mmsegmentation>=1.2.2,<2.0', 'ftfy', 'regex'],
-        'tests': ['pytest', 'timm', 'transformers<4.52'],
+        'tests': ['pytest', 'timm', 'transformers<4.52', 'onnx', 'onnxruntime', 'openmim'],
     },
 )

@@ -13,7 +13,6 @@ import sys
 import threading
 from pathlib import Path
 
-import pytest
 import timm
 import torch
 import yaml
@@ -87,21 +86,6 @@ def timm_reference(arch):
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
     logits, feats = forward_with_stages(model, model.stages, x)
     return model, x, logits, feats
-
-
-@pytest.fixture
-def hf_grn_vector_norm(monkeypatch):
-    """transformers 4.51 computes GRN's G with ``torch.linalg.norm(ord=2, dim=(1, 2))``, a
-    matrix (spectral) norm, not the L2 norm over (H, W) of the paper and the official code;
-    fixed upstream in huggingface/transformers#38015 (4.52, which mmpretrain 1.2 cannot import
-    beside). Apply that fix so HF checks our key mapping, not its own bug."""
-    from transformers.models.convnextv2 import modeling_convnextv2
-
-    def forward(self, x):
-        gx = torch.linalg.vector_norm(x, dim=(1, 2), keepdim=True)
-        return self.weight * (x * gx / (gx.mean(dim=-1, keepdim=True) + 1e-6)) + self.bias + x
-
-    monkeypatch.setattr(modeling_convnextv2.ConvNextV2GRN, 'forward', forward)
 
 
 def hf_reference(arch):

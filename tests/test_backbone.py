@@ -1,11 +1,14 @@
 # Copyright (c) mmcnx2 contributors. All rights reserved.
+import os.path as osp
 import subprocess
 import sys
 
 import pytest
 import torch
+from mmengine.config import Config
 from mmengine.registry import DefaultScope
 
+from helpers_runs import REPO
 from mmcnx2.models import ConvNeXtV2
 
 TINY_ARCH = dict(depths=[1, 1, 2, 1], channels=[8, 16, 32, 64])
@@ -27,6 +30,15 @@ def count_with_head(arch):
 @pytest.mark.parametrize('arch', list(SPEC_PARAMS_M))
 def test_param_count_matches_spec(arch):
     assert count_with_head(arch) == pytest.approx(SPEC_PARAMS_M[arch], abs=0.006)
+
+
+def test_config_width_table_is_the_backbones():
+    """The configs' necks and heads take their widths from this table: it must be the
+    backbone's own."""
+    table = Config.fromfile(osp.join(REPO, 'configs', '_base_', 'models',
+                                     'convnextv2_widths.py')).convnextv2_widths
+    assert {arch: list(widths) for arch, widths in table.items()} == {
+        arch: setting['channels'] for arch, setting in ConvNeXtV2.arch_settings.items()}
 
 
 def test_grn_params_are_1d():
@@ -179,6 +191,7 @@ def test_registered_in_all_scopes(scope, type_name):
     assert isinstance(model, ConvNeXtV2)
 
 
+@pytest.mark.slow
 def test_import_without_mmdet_and_mmseg():
     code = ('import sys; sys.modules["mmdet"] = None; sys.modules["mmseg"] = None\n'
             'import mmcnx2\n'

@@ -61,6 +61,7 @@ def test_benchmark_writes_json(bench_tool, tmp_path):
         mmcnx2['train_img_s'] / timm_v2['train_img_s'])
 
 
+@pytest.mark.slow  # 224 px in bf16 (~20 s on 2 cores)
 def test_benchmark_bf16_channels_last_cpu_timer(bench_tool):
     """The GPU setting of the memory target (bf16 autocast, channels_last, GRN recompute as on
     CUDA), run on CPU: the activations kept for backward are a device-independent count."""
@@ -79,9 +80,12 @@ def test_benchmark_bf16_channels_last_cpu_timer(bench_tool):
     assert report['ratios']['saved_act_mb_vs_timm_convnextv2'] < 0.55
 
 
-def test_benchmark_rejects_bad_size(bench_tool):
-    with pytest.raises(SystemExit):
+def test_benchmark_rejects_bad_size(bench_tool, capsys):
+    with pytest.raises(SystemExit) as exit_info:
         bench_tool.parse_args(['--size', '100'])
+    assert exit_info.value.code == 2  # argparse's usage error, not a crash
+    assert '--size must be a multiple of 32 (FCMAE patch), got 100' in capsys.readouterr().err
+    assert bench_tool.parse_args(['--size', '96']).size == 96
 
 
 def test_benchmark_times_the_fast_path_shares(bench_tool):

@@ -150,6 +150,7 @@ def test_crafted_checkpoint_runs_nothing(tmp_path, name):
         assert 'cfg' not in ckpt['message_hub']['runtime_info']
 
 
+@pytest.mark.slow
 def test_forged_numpy_array_is_a_real_threat(tmp_path):
     """Allowing NumPy's globals without the dtype check loads the forged array, and reading
     it dereferences the pointer from the file: the process dies (SIGSEGV)."""
@@ -174,6 +175,7 @@ def test_corrupt_checkpoint_is_named_as_corrupt(tmp_path, name):
             load(path)
 
 
+@pytest.mark.slow
 def test_importing_mmcnx2_changes_no_loader():
     """The process-wide change is explicit: importing mmcnx2 leaves mmengine's loader and
     torch's safe list alone; the module the configs list in custom_imports installs it."""

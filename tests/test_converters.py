@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-from checkpoint_formats import hf_grn_vector_norm  # noqa: F401  (fixture)
 from checkpoint_formats import (TOL, assert_reproduces, build_classifier, forward_with_stages,
                                 hf_reference, official_decoder, official_from_timm, randomise_,
                                 run_script, sparse_fcmae_from_official, timm_reference)

@@ -69,6 +69,7 @@ def world(tmp_path_factory):
 
 
 # ------------------------------------------------------------------ import cost
+@pytest.mark.slow
 def test_import_mmcnx2_leaves_the_codebases_models_and_datasets_unimported():
     """mmpretrain.models imports mmdet.models and mmdet.datasets (~10 s on 2 cores): what
     needs them is registered on first look-up instead of on `import mmcnx2`."""
@@ -79,6 +80,7 @@ def test_import_mmcnx2_leaves_the_codebases_models_and_datasets_unimported():
     assert out.strip().splitlines()[-1] == '[]'
 
 
+@pytest.mark.slow
 def test_deferred_modules_are_found_through_every_registry():
     """Only `import mmcnx2` (what `custom_imports` does), then the look-ups the configs make:
     models from every scope, the mmdet/mmseg datasets, the layer-decay and FSDP pieces."""
@@ -196,11 +198,12 @@ def detector_like():
 
 
 @pytest.mark.parametrize('path', DET_SEG_CONFIGS, ids=osp.basename)
-def test_every_amp_config_builds_an_fp32_optim_wrapper_on_a_cpu(path, detector_like):
+def test_every_amp_config_builds_an_fp32_optim_wrapper_on_a_cpu(path, detector_like,
+                                                                 monkeypatch):
     """The configs' own optim_wrapper, unchanged (before: `AmpOptimWrapper is only available
     training on gpu`, and the README's `optim_wrapper.type=OptimWrapper` failed on UperNet's
     `loss_scale`)."""
-    assert not torch.cuda.is_available()
+    monkeypatch.setattr(amp_fallback, 'amp_available', lambda: False)  # also on a GPU host
     cfg = Config.fromfile(path)
     assert cfg.optim_wrapper.type == 'AmpOrFp32OptimWrapper'
     with captured_log() as messages, DefaultScope.overwrite_default_scope(cfg.default_scope):
@@ -225,6 +228,19 @@ def test_with_an_accelerator_the_configs_train_with_amp(monkeypatch, detector_li
         wrapper = build_optim_wrapper(detector_like, cfg.optim_wrapper)
     assert type(wrapper) is AmpOptimWrapper
     assert isinstance(wrapper.loss_scaler, torch.amp.GradScaler)
+
+
+def test_amp_false_builds_a_plain_wrapper_even_with_an_accelerator(monkeypatch, detector_like):
+    """What the FSDP configs set: FSDP's bf16 replaces autocast and loss scaling."""
+    monkeypatch.setattr(amp_fallback, 'amp_available', lambda: True)
+    cfg = Config.fromfile(osp.join(
+        REPO, 'configs', 'upernet', 'fsdp',
+        'upernet_convnextv2-huge_fsdp_8xb2-bf16-160k_ade20k-640x640.py'))
+    with captured_log() as messages, DefaultScope.overwrite_default_scope('mmseg'):
+        wrapper = build_optim_wrapper(detector_like, cfg.optim_wrapper)
+    assert type(wrapper) is OptimWrapper
+    assert not any('AmpOrFp32OptimWrapper' in m for m in messages)  # nothing to warn about
+    assert wrapper.optimizer.defaults['lr'] == cfg.optim_wrapper.optimizer.lr
 
 
 @pytest.mark.slow

@@ -107,6 +107,7 @@ class ExtractFeat(torch.nn.Module):
         return self.model.extract_feat(x)
 
 
+@pytest.mark.slow  # builds and exports a whole detector / segmentor
 @pytest.mark.parametrize('config,scope', [(MASK_RCNN_ATTO, 'mmdet'), (UPERNET_ATTO, 'mmseg')],
                          ids=['mask-rcnn', 'upernet'])
 def test_onnx_extract_feat_of_whole_models_matches_torch(config, scope):

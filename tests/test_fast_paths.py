@@ -75,8 +75,8 @@ def test_grn_function_matches_reference_fp32(shape):
 
 @pytest.fixture(params=[True, False], ids=['conv1x1', 'linear'])
 def conv1x1(request):
-    """Runs a test with the pointwise layers as 1x1 convolutions (eager CPU), then as Linears
-    (CUDA, compiled)."""
+    """Runs a test, on this CPU, with the pointwise layers as 1x1 convolutions (what eager CPU
+    runs use), then as Linears (what CUDA and compiled runs use)."""
     return request.param
 
 

@@ -1,11 +1,9 @@
 # Copyright (c) mmcnx2 contributors. All rights reserved.
 import glob
 import importlib.util
-import json
 import os
 import os.path as osp
 import re
-import socket
 import subprocess
 import sys
 
@@ -17,6 +15,7 @@ from mmengine.runner import Runner, set_random_seed
 from mmpretrain.registry import MODELS
 from PIL import Image
 
+from helpers_runs import free_port, logged_losses
 from mmcnx2.datasets.synthetic import make_synthetic_world
 from mmcnx2.models import ConvNeXtV2
 from mmcnx2.models.heads import FCMAEHead
@@ -267,12 +266,6 @@ def imagenet_root(tmp_path_factory):
         str(root), num_train=64, num_val=0, image_size=96, layouts=('imagenet', ))['imagenet']
 
 
-def logged_losses(work_dir):
-    scalars, = glob.glob(osp.join(work_dir, '*', 'vis_data', 'scalars.json'))
-    with open(scalars) as f:
-        return [json.loads(line)['loss'] for line in f if '"loss"' in line]
-
-
 @pytest.mark.slow
 def test_fcmae_learns_through_runner(tmp_path, imagenet_root):
     # The ConvNeXt init: the official one (std-1 convs, the configs' default) spends these
@@ -291,12 +284,6 @@ def test_fcmae_learns_through_runner(tmp_path, imagenet_root):
     assert losses[-1] < 0.7 * losses[0] and losses[-1] < 0.7
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def run(cmd, **env):
     result = subprocess.run(
         cmd, cwd=REPO, env={**os.environ, 'OMP_NUM_THREADS': '1', **env},
@@ -311,7 +298,7 @@ def test_dist_train_checkpoint_feeds_backbone_and_visualizer(tmp_path, imagenet_
         tmp_path, imagenet_root, iters=4, batch_size=4, lr_warmup=2, interval=1)
     work_dir = tmp_path / 'work'
     run(['bash', 'tools/dist_train.sh', config, '2', '--work-dir', str(work_dir)],
-        PORT=str(free_port()))
+        PORT=free_port())
     checkpoint = str(work_dir / 'iter_4.pth')
     log, = glob.glob(str(work_dir / '*' / '*.log'))
     assert 'GPU number: 2' in open(log).read()  # mmengine's name for the world size

@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn as nn
 from mmengine.config import Config
-from mmengine.registry import DefaultScope
 from mmengine.optim import build_optim_wrapper
+from mmengine.registry import DefaultScope
 from mmengine.runner import Runner
 from mmpretrain.registry import MODELS
 
@@ -20,11 +20,7 @@ CONFIGS = osp.join(REPO, 'configs/convnextv2')
 TINY = dict(depths=[1, 1, 1, 1], channels=[8, 16, 32, 64])
 
 
-@pytest.fixture(autouse=True)
-def mmpretrain_scope():
-    """Build in mmpretrain's scope whatever scope an earlier test's runner left behind."""
-    with DefaultScope.overwrite_default_scope('mmpretrain'):
-        yield
+pytestmark = pytest.mark.usefixtures('mmpretrain_scope')
 
 # size: (config, epochs, warmup, base lr, layer decay, decay type, drop path, mixup/cutmix,
 #        smoothing, weight decay), from the recipe table in the spec.
@@ -248,6 +244,7 @@ def _finetune_cfg(data, pretrained: str) -> Config:
     return cfg
 
 
+@pytest.mark.slow
 def test_fcmae_checkpoint_initialises_finetuning(data, fcmae_checkpoint):
     cfg = _finetune_cfg(data, fcmae_checkpoint)
     assert cfg.model.backbone.init_cfg.checkpoint == fcmae_checkpoint

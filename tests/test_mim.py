@@ -29,7 +29,8 @@ SOURCES = ('setup.py', 'MANIFEST.in', 'README.md', 'requirements.txt', 'model-in
            'mmcnx2', 'configs', 'tools')
 
 
-pytestmark = pytest.mark.usefixtures('mmpretrain_scope')
+# pip wheel + install and mim subprocesses: the whole module is slow.
+pytestmark = [pytest.mark.usefixtures('mmpretrain_scope'), pytest.mark.slow]
 
 
 @pytest.fixture(scope='module')
@@ -118,7 +119,6 @@ def test_mim_download_fetches_official_weights_that_load_by_name(installed, serv
                                    atol=TOL, rtol=0)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize('package', ['mmcnx2', 'mmpretrain'])
 def test_mim_train_starts_from_the_pretrained_override(package, installed, served,
                                                        imagenet_layout, tmp_path):

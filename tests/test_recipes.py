@@ -174,7 +174,8 @@ def upernet_groups(cfg, constructor=None):
     return model, {n: where[id(p)] for n, p in model.named_parameters()}
 
 
-@pytest.mark.parametrize('size, num_layers', [('tiny', 6), ('base', 12)])
+@pytest.mark.parametrize('size, num_layers', [
+    ('tiny', 6), pytest.param('base', 12, marks=pytest.mark.slow)])  # base: a 120M model twice
 def test_upernet_layer_decay_is_the_stage_wise_recipe(size, num_layers):
     """ConvNeXt semantic_segmentation/mmcv_custom/layer_decay_optimizer_constructor.py lines
     45-54, 74, 98 (and its configs' num_layers: 6 tiny, 12 base): downsample layers id 0,

@@ -442,12 +442,12 @@ def test_loading_a_config_starts_no_distributed_state():
     assert cfg.launcher == 'pytorch'
 
 
-def test_runner_type_is_honoured():
+def test_runner_type_is_honoured(tmp_path):
     """tools/train.py and test.py build the runner as mmdet's and mmpretrain's tools do."""
     from mmengine.runner import FlexibleRunner
     cfg = Config(dict(model=dict(type='ImageClassifier', backbone=dict(type='ConvNeXtV2',
                                                                          arch=TINY)),
-                      work_dir='work_dirs/unused', default_scope='mmpretrain', env_cfg=dict(),
+                      work_dir=str(tmp_path), default_scope='mmpretrain', env_cfg=dict(),
                       experiment_name=f'flexible_{os.getpid()}'))
     assert type(build_runner(cfg)).__name__ == 'Runner'
     cfg.runner_type = 'FlexibleRunner'

@@ -137,6 +137,7 @@ def test_bad_arguments_are_named(tmp_path):
         make_synthetic_world(str(tmp_path), 2, 2, image_size=8)
 
 
+@pytest.mark.slow
 def test_command_line(tmp_path):
     repo = osp.dirname(osp.dirname(osp.abspath(__file__)))
     proc = subprocess.run(

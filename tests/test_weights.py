@@ -242,6 +242,7 @@ def test_pretrained_override_reaches_the_model_with_a_plain_runner(served, image
     assert_backbone_equals(runner.model.backbone.state_dict(), served['ours'])
 
 
+@pytest.mark.slow  # builds a Runner and starts its run
 def test_an_ignored_pretrained_override_is_an_error(served, imagenet_layout, tmp_path):
     cfg = plain_runner_cfg(tmp_path / 'work', imagenet_layout, pretrained='elsewhere.pth',
                            **{'model.backbone.init_cfg': None})

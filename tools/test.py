@@ -5,8 +5,7 @@ import argparse
 from mmengine.evaluator import DumpResults
 
 import mmcnx2  # noqa: F401  (registers the modules)
-from mmcnx2.engine import (StrictLoadHook, build_runner, install_safe_checkpoint_loading,
-                           load_cfg_or_exit, parse_run_args, prepare_distributed)
+from mmcnx2.engine import StrictLoadHook, build_runner, parse_run_args, prepare_run
 
 
 def parse_args():
@@ -23,9 +22,7 @@ def parse_args():
 
 def main():
     args = parse_args()
-    cfg = load_cfg_or_exit(args)
-    install_safe_checkpoint_loading()
-    prepare_distributed(cfg)
+    cfg = prepare_run(args)
     cfg.load_from = args.checkpoint
     if args.tta:
         missing = [k for k in ('tta_model', 'tta_pipeline') if k not in cfg]

@@ -18,7 +18,8 @@ from mmengine.registry import init_default_scope
 from mmpretrain.apis import init_model
 from PIL import Image
 
-import mmcnx2  # noqa: F401  (registers FCMAE and the checkpoint loader)
+import mmcnx2  # noqa: F401  (registers FCMAE)
+from mmcnx2.engine import install_safe_checkpoint_loading
 from mmcnx2.models.utils import expand_patch_mask
 
 
@@ -61,6 +62,7 @@ def main():
     args = parse_args()
     if args.size % 32:
         raise ValueError(f'--size must be a multiple of 32, got {args.size}')
+    install_safe_checkpoint_loading()
     model = init_model(args.config, args.checkpoint, device=args.device).eval()
     init_default_scope('mmpretrain')
     pipeline = Compose([

@@ -7,8 +7,10 @@
 # - bf16 parameters and activations, fp32 gradient reduction; BatchNorm (UperNet's heads)
 #   stays fp32 (FSDP's default for _BatchNorm).
 # - Full (unsharded) checkpoints written by rank 0: the same files as DDP runs, so the chain
-#   (`pretrained`), tools/test.py and resuming on another number of GPUs work unchanged.
-# Activation checkpointing is the backbone's own `with_cp` (set by the leaves).
+#   (`pretrained`) and tools/test.py work unchanged, and so does resuming on another number of
+#   GPUs with the same total batch (TotalBatchHook refuses another; README "Scale").
+# Activation checkpointing is the backbone's own `with_cp` (set by the FCMAE and UperNet leaves
+# in configs/*/fsdp/; the Mask R-CNN huge parents already set it).
 runner_type = 'FlexibleRunner'
 strategy = dict(
     type='FSDPStrategy',

@@ -38,6 +38,8 @@ train_dataloader = dict(
 val_dataloader = dict(
     batch_size=1, dataset=dict(type='CheckedADE20KDataset', pipeline=test_pipeline))
 test_dataloader = val_dataloader
+# The total batch the lr is written for (8 GPUs x 2): --auto-scale-lr scales from it.
+auto_scale_lr = dict(enable=False, base_batch_size=16)
 
 model = dict(
     data_preprocessor=dict(size=_base_.crop_size),

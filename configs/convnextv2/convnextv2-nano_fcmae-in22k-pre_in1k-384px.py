@@ -4,12 +4,6 @@
 # IN-1K recipe's, only the test resolution changes (there is no IN-22K training recipe here).
 _base_ = './convnextv2-nano_fcmae-pre_8xb128-600e_in1k.py'
 
-img_size = 384
-# The official evaluation at 384 px and above resizes the whole image to a square (no crop).
-test_pipeline = [
-    dict(type='LoadImageFromFile'),
-    dict(type='Resize', scale=img_size, interpolation='bicubic', backend='pillow'),
-    dict(type='PackInputs'),
-]
+test_pipeline = _base_.square_eval_pipeline
 val_dataloader = dict(dataset=dict(pipeline=test_pipeline))
 test_dataloader = val_dataloader

@@ -13,7 +13,8 @@ custom_imports = dict(
     imports=['mmcnx2', 'mmcnx2.engine.safe_checkpoint_loading'], allow_failed_imports=False)
 
 # The FCMAE checkpoint this run starts from (`backbone.*` keys; the decoder is ignored).
-# Override with `--cfg-options pretrained=PATH`: tools/train.py re-binds every use of it.
+# Override with `--cfg-options pretrained=X` (a path, URL or model name): RebindPretrainedHook
+# re-binds every use of it with every launcher.
 pretrained = 'work_dirs/fcmae_convnextv2-tiny_64xb64-coslr-800e_in1k/epoch_800.pth'
 model = dict(
     backbone=dict(
@@ -24,6 +25,13 @@ model = dict(
 train_dataloader = dict(batch_size=128, dataset=dict(type='CheckedImageNet'))
 val_dataloader = dict(batch_size=128, dataset=dict(type='CheckedImageNet'))
 test_dataloader = val_dataloader
+# The official evaluation at 384 px and above resizes the whole image to a square (no crop):
+# the test pipeline of the *_in1k-384px.py / *_in1k-512px.py evaluation configs.
+square_eval_pipeline = [
+    dict(type='LoadImageFromFile'),
+    dict(type='Resize', scale=384, interpolation='bicubic', backend='pillow'),
+    dict(type='PackInputs'),
+]
 
 # mmcnx2's checkpoint hook: atomic saves (mmcnx2/engine/hooks/atomic_checkpoint.py).
 default_hooks = dict(

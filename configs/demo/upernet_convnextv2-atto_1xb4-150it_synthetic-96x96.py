@@ -29,7 +29,8 @@ model = dict(
     # a test image is one crop
     test_cfg=dict(_delete_=True, mode='whole'))
 
-# ADE20K's (2048, 512) scale, random ratio 0.5-2 and 512 crop, at 1/4 of the size.
+# ADE20K's pipeline (random ratio 0.5-2) with a (384, 96) scale and a 96 crop instead of its
+# (2048, 512) and 512, for the 96 px images.
 size_overrides = dict(
     LoadAnnotations=dict(reduce_zero_label=False),
     RandomResize=dict(scale=(img_size * 4, img_size)),

@@ -1,8 +1,10 @@
 _base_ = '../_base_/mask_rcnn_convnextv2_fpn_1x_coco.py'
 
-# ConvNeXt V2-Huge fine-tuned on IN-1K after FCMAE (official weights converted with
-# tools/model_converters/convnextv2_to_mmcnx2.py), or any checkpoint with a `backbone.`
-# ConvNeXtV2 (FCMAE pretraining, fine-tuning). From scratch: model.backbone.init_cfg=None.
+# ConvNeXt V2-Huge fine-tuned on IN-1K after FCMAE, any checkpoint with a `backbone.`
+# ConvNeXtV2 (FCMAE pretraining, fine-tuning), or an official checkpoint by path, URL or
+# model name, converted on load, e.g.
+# `--cfg-options pretrained=convnextv2-huge_fcmae-pre_3rdparty_in1k`.
+# From scratch: model.backbone.init_cfg=None.
 pretrained = 'work_dirs/convnextv2-huge_fcmae-pre_8xb128-50e_in1k/epoch_50.pth'
 
 model = dict(

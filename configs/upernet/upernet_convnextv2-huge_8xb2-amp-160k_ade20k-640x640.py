@@ -1,8 +1,9 @@
 _base_ = '../_base_/upernet_convnextv2_ade20k-640x640.py'
 
-# ConvNeXt V2-H after FCMAE and IN-22K + IN-1K fine-tuning (official
-# convnextv2_huge_22k_384_ema.pt converted with tools/model_converters/convnextv2_to_mmcnx2.py).
-pretrained = 'checkpoints/convnextv2-huge_fcmae-in22k-in1k-384-ft_mmcnx2.pth'
+# ConvNeXt V2-H after FCMAE and IN-22K + IN-1K fine-tuning: the official
+# convnextv2_huge_22k_384_ema.pt by its model name, downloaded and converted on load (a path
+# or URL works too).
+pretrained = 'convnextv2-huge_fcmae-in22k-pre_3rdparty_in1k-384px'
 
 model = dict(
     backbone=dict(

@@ -137,9 +137,11 @@ def get_model(name: str,
     from mmengine.registry import MODELS, DefaultScope
     info = find_model(name)
     if info is None:
-        prefix = name.split('_')[0]
-        similar = list_models(f'{prefix}*') or list_models()
-        raise ValueError(f'Unknown model {name!r}; models with this prefix: {similar}')
+        prefix = name.split('_')[0].lower()
+        similar = [model for model in list_models() if model.lower().startswith(prefix)]
+        raise ValueError(f'Unknown model {name!r}; ' + (
+            f'models with the prefix {prefix!r}: {similar}' if similar else
+            f'known models: {list_models()}'))
     if pretrained is True and not info.weights:
         raise ValueError(f'Model {info.name} has no weights in {info.metafile}; pass '
                          'pretrained=PATH, or see list_models(with_weights=True)')

@@ -39,37 +39,51 @@ _TIMM_BLOCK = r'stages\.(\d+)\.blocks\.(\d+)\.'
 _HF = r'(?:convnextv2\.)?'  # absent in a bare ConvNextV2Model
 _HF_BLOCK = _HF + r'encoder\.stages\.(\d+)\.layers\.(\d+)\.'
 
+# The parts of a block as (ours, official, timm, HF): a name ending in '.' is a module prefix,
+# any other a whole parameter name (timm and HF call GRN's gamma/beta weight/bias). The one
+# table behind the rules of both directions (this module's and :mod:`.export`'s).
+BLOCK_PARTS = (
+    ('depthwise_conv.', 'dwconv.', 'conv_dw.', 'dwconv.'),
+    ('norm.', 'norm.', 'norm.', 'layernorm.'),
+    ('pointwise_conv1.', 'pwconv1.', 'mlp.fc1.', 'pwconv1.'),
+    ('grn.gamma', 'grn.gamma', 'mlp.grn.weight', 'grn.weight'),
+    ('grn.beta', 'grn.beta', 'mlp.grn.bias', 'grn.bias'),
+    ('pointwise_conv2.', 'pwconv2.', 'mlp.fc2.', 'pwconv2.'),
+)
+BLOCK_PART_FORMATS = ('official', 'timm', 'hf')
+
+
+def block_part_rules(fmt: str, source_block: str, target_block: str,
+                     to_fmt: bool = False) -> List[Tuple[str, str]]:
+    """One (pattern, replacement) per block part, from ``fmt``'s names to ours (or, with
+    ``to_fmt``, ours to ``fmt``'s), under the given block prefix pattern and replacement."""
+    column = BLOCK_PART_FORMATS.index(fmt) + 1
+    rules = []
+    for names in BLOCK_PARTS:
+        source, target = (names[0], names[column]) if to_fmt else (names[column], names[0])
+        anchor = '' if source.endswith('.') else '$'
+        rules.append((source_block + re.escape(source) + anchor, target_block + target))
+    return rules
+
+
 # Per format: (pattern matched at the start of a key, replacement of the matched part).
 # The first matching rule wins; keys matching none are reported as errors.
 RULES: Dict[str, List[Tuple[str, str]]] = {
     'official': [
         (r'downsample_layers\.(\d+)\.(\d+)\.', r'backbone.downsample_layers.\1.\2.'),
-        (_OFFICIAL_BLOCK + r'dwconv\.', _BLOCK + 'depthwise_conv.'),
-        (_OFFICIAL_BLOCK + r'norm\.', _BLOCK + 'norm.'),
-        (_OFFICIAL_BLOCK + r'pwconv1\.', _BLOCK + 'pointwise_conv1.'),
-        (_OFFICIAL_BLOCK + r'grn\.', _BLOCK + 'grn.'),
-        (_OFFICIAL_BLOCK + r'pwconv2\.', _BLOCK + 'pointwise_conv2.'),
+        *block_part_rules('official', _OFFICIAL_BLOCK, _BLOCK),
         (r'norm\.', f'backbone.norm{LAST}.'),
         (r'head\.', 'head.fc.'),
         # FCMAE decoder (present in pretraining checkpoints only).
         (r'proj\.', 'neck.proj.'),
         (r'mask_token$', 'neck.mask_token'),
-        (r'decoder\.(\d+)\.dwconv\.', _DECODER + 'depthwise_conv.'),
-        (r'decoder\.(\d+)\.norm\.', _DECODER + 'norm.'),
-        (r'decoder\.(\d+)\.pwconv1\.', _DECODER + 'pointwise_conv1.'),
-        (r'decoder\.(\d+)\.grn\.', _DECODER + 'grn.'),
-        (r'decoder\.(\d+)\.pwconv2\.', _DECODER + 'pointwise_conv2.'),
+        *block_part_rules('official', r'decoder\.(\d+)\.', _DECODER),
         (r'pred\.', 'neck.pred.'),
     ],
     'timm': [
         (r'stem\.(\d)\.', r'backbone.downsample_layers.0.\1.'),
         (r'stages\.(\d+)\.downsample\.(\d)\.', r'backbone.downsample_layers.\1.\2.'),
-        (_TIMM_BLOCK + r'conv_dw\.', _BLOCK + 'depthwise_conv.'),
-        (_TIMM_BLOCK + r'norm\.', _BLOCK + 'norm.'),
-        (_TIMM_BLOCK + r'mlp\.fc1\.', _BLOCK + 'pointwise_conv1.'),
-        (_TIMM_BLOCK + r'mlp\.grn\.weight$', _BLOCK + 'grn.gamma'),
-        (_TIMM_BLOCK + r'mlp\.grn\.bias$', _BLOCK + 'grn.beta'),
-        (_TIMM_BLOCK + r'mlp\.fc2\.', _BLOCK + 'pointwise_conv2.'),
+        *block_part_rules('timm', _TIMM_BLOCK, _BLOCK),
         (r'head\.norm\.', f'backbone.norm{LAST}.'),
         (r'head\.fc\.', 'head.fc.'),
     ],
@@ -78,12 +92,7 @@ RULES: Dict[str, List[Tuple[str, str]]] = {
         (_HF + r'embeddings\.layernorm\.', 'backbone.downsample_layers.0.1.'),
         (_HF + r'encoder\.stages\.(\d+)\.downsampling_layer\.(\d)\.',
          r'backbone.downsample_layers.\1.\2.'),
-        (_HF_BLOCK + r'dwconv\.', _BLOCK + 'depthwise_conv.'),
-        (_HF_BLOCK + r'layernorm\.', _BLOCK + 'norm.'),
-        (_HF_BLOCK + r'pwconv1\.', _BLOCK + 'pointwise_conv1.'),
-        (_HF_BLOCK + r'grn\.weight$', _BLOCK + 'grn.gamma'),
-        (_HF_BLOCK + r'grn\.bias$', _BLOCK + 'grn.beta'),
-        (_HF_BLOCK + r'pwconv2\.', _BLOCK + 'pointwise_conv2.'),
+        *block_part_rules('hf', _HF_BLOCK, _BLOCK),
         (_HF + r'layernorm\.', f'backbone.norm{LAST}.'),
         (r'classifier\.', 'head.fc.'),
     ],

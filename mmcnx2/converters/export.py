@@ -2,11 +2,13 @@
 """Write an mmcnx2 ConvNeXt V2 state dict in timm's or HF transformers' layout.
 
 The inverse of :mod:`mmcnx2.converters.convnextv2`: a backbone trained here (a classifier,
-detector, segmentor or FCMAE checkpoint; its ``backbone.*`` tensors) loads strictly into
+detector or segmentor checkpoint; its ``backbone.*`` tensors) loads strictly into
 ``timm.create_model('convnextv2_<arch>')`` or HF ``ConvNextV2ForImageClassification`` /
 ``ConvNextV2Model``. The final norm of a classifier (``backbone.norm{last}``) becomes timm's
 ``head.norm`` / HF's ``layernorm``; the per-stage output norms of a dense-prediction backbone
 other than the last, and an FCMAE decoder, have no counterpart and are reported as dropped.
+An FCMAE encoder has no final norm: timm's ``head.norm`` / HF's ``layernorm`` are then
+missing (left as initialised by a non-strict load).
 """
 import json
 import os
@@ -15,16 +17,11 @@ import re
 from collections import OrderedDict
 from typing import Dict, List, Optional, Tuple
 
-from .convnextv2 import STAGE_KEY, StateDict, _rename, _sample
+from .convnextv2 import LAST, StateDict, _rename, _sample, block_part_rules
 
-EXPORT_FORMATS = ('timm', 'hf')
 # timm builds the MLP of these sizes from 1x1 convs (``conv_mlp=True``): weights (Cout, Cin, 1, 1).
 TIMM_CONV_MLP_ARCHS = ('atto', 'femto', 'pico', 'nano')
-# Placeholder for the index of the last stage (``backbone.norm{last}`` is the final norm).
-LAST = '{last}'
 _OUR_BLOCK = r'backbone\.stages\.(\d+)\.(\d+)\.'
-_TIMM_BLOCK = r'stages.\1.blocks.\2.'
-_HF_BLOCK = r'encoder.stages.\1.layers.\2.'
 
 # Per format: (pattern matched at the start of one of our keys, replacement). Keys matching
 # none are dropped and reported.
@@ -32,12 +29,7 @@ EXPORT_RULES: Dict[str, List[Tuple[str, str]]] = {
     'timm': [
         (r'backbone\.downsample_layers\.0\.(\d)\.', r'stem.\1.'),
         (r'backbone\.downsample_layers\.(\d+)\.(\d)\.', r'stages.\1.downsample.\2.'),
-        (_OUR_BLOCK + r'depthwise_conv\.', _TIMM_BLOCK + 'conv_dw.'),
-        (_OUR_BLOCK + r'norm\.', _TIMM_BLOCK + 'norm.'),
-        (_OUR_BLOCK + r'pointwise_conv1\.', _TIMM_BLOCK + 'mlp.fc1.'),
-        (_OUR_BLOCK + r'grn\.gamma$', _TIMM_BLOCK + 'mlp.grn.weight'),
-        (_OUR_BLOCK + r'grn\.beta$', _TIMM_BLOCK + 'mlp.grn.bias'),
-        (_OUR_BLOCK + r'pointwise_conv2\.', _TIMM_BLOCK + 'mlp.fc2.'),
+        *block_part_rules('timm', _OUR_BLOCK, r'stages.\1.blocks.\2.', to_fmt=True),
         (rf'backbone\.norm{LAST}\.', 'head.norm.'),
         (r'head\.fc\.', 'head.fc.'),
     ],
@@ -46,16 +38,12 @@ EXPORT_RULES: Dict[str, List[Tuple[str, str]]] = {
         (r'backbone\.downsample_layers\.0\.1\.', 'embeddings.layernorm.'),
         (r'backbone\.downsample_layers\.(\d+)\.(\d)\.',
          r'encoder.stages.\1.downsampling_layer.\2.'),
-        (_OUR_BLOCK + r'depthwise_conv\.', _HF_BLOCK + 'dwconv.'),
-        (_OUR_BLOCK + r'norm\.', _HF_BLOCK + 'layernorm.'),
-        (_OUR_BLOCK + r'pointwise_conv1\.', _HF_BLOCK + 'pwconv1.'),
-        (_OUR_BLOCK + r'grn\.gamma$', _HF_BLOCK + 'grn.weight'),
-        (_OUR_BLOCK + r'grn\.beta$', _HF_BLOCK + 'grn.bias'),
-        (_OUR_BLOCK + r'pointwise_conv2\.', _HF_BLOCK + 'pwconv2.'),
+        *block_part_rules('hf', _OUR_BLOCK, r'encoder.stages.\1.layers.\2.', to_fmt=True),
         (rf'backbone\.norm{LAST}\.', 'layernorm.'),
         (r'head\.fc\.', 'classifier.'),
     ],
 }
+EXPORT_FORMATS = tuple(EXPORT_RULES)
 
 
 def describe_arch(state_dict: StateDict) -> Dict[str, object]:
@@ -112,7 +100,7 @@ def export_state_dict(state_dict: StateDict, fmt: str,
     arch = describe_arch(state_dict)
     if conv_mlp is None:
         conv_mlp = arch['arch'] in TIMM_CONV_MLP_ARCHS
-    last = str(max(int(m.group(1)) for m in map(STAGE_KEY.match, state_dict) if m))
+    last = str(len(arch['depths']) - 1)
     rules = [(pattern.replace(LAST, last), repl) for pattern, repl in EXPORT_RULES[fmt]]
     exported, dropped = OrderedDict(), []
     for key, value in state_dict.items():

@@ -11,12 +11,12 @@ import os
 import os.path as osp
 import re
 from collections import OrderedDict
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import urlparse
 
 import torch
 import torch.nn as nn
-from mmengine.dist import barrier, get_dist_info
+from mmengine.dist import barrier, get_local_rank, get_world_size
 from mmengine.logging import MMLogger
 from mmengine.runner.checkpoint import CheckpointLoader, _load_checkpoint
 
@@ -66,30 +66,34 @@ def resolve_checkpoint(checkpoint: str) -> str:
 def download_checkpoint(url: str) -> str:
     """Download ``url`` once into ``torch.hub.get_dir()/checkpoints`` and return the file.
 
-    In a distributed run rank 0 downloads while the others wait (as mmengine does).
+    In a distributed run the first process of each machine downloads while the others wait;
+    every process reaches the barrier, also when the download fails.
 
     Raises:
         CheckpointDownloadError: naming the URL, the reason and how to pass a local file.
     """
     cache_dir = osp.join(torch.hub.get_dir(), 'checkpoints')
     path = osp.join(cache_dir, osp.basename(urlparse(url).path) or 'checkpoint.pth')
-    rank, world_size = get_dist_info()
-    if rank == 0 and not osp.isfile(path):
+    failure = None
+    if get_local_rank() == 0 and not osp.isfile(path):
         os.makedirs(cache_dir, exist_ok=True)
         MMLogger.get_current_instance().info(f'Downloading {url} to {path}')
         try:
             # Written to a temporary file first: an interrupted download leaves no partial file.
             torch.hub.download_url_to_file(url, path, progress=False)
         except Exception as err:
-            raise CheckpointDownloadError(
-                f'Could not download checkpoint {url}: {err}. Download it by other means '
-                f'(e.g. `wget {url}`) and pass the local file instead, e.g. '
-                '`--cfg-options pretrained=/path/to/file` for a config that starts from '
-                '`pretrained`, `init_cfg=dict(type=\'Pretrained\', checkpoint=\'/path/to/file\')` '
-                f"or `get_model(name, pretrained='/path/to/file')`; or put it at {path}, "
-                'where it is looked for first.') from err
-    if world_size > 1:
+            failure = err
+    if get_world_size() > 1:
         barrier()
+    if failure is not None or not osp.isfile(path):
+        reason = failure or 'the first process of this machine did not download it'
+        raise CheckpointDownloadError(
+            f'Could not download checkpoint {url}: {reason}. Download it by other means '
+            f'(e.g. `wget {url}`) and pass the local file instead, e.g. '
+            '`--cfg-options pretrained=/path/to/file` for a config that starts from '
+            '`pretrained`, `init_cfg=dict(type=\'Pretrained\', checkpoint=\'/path/to/file\')` '
+            f"or `get_model(name, pretrained='/path/to/file')`; or put it at {path}, "
+            'where it is looked for first.') from failure
     return path
 
 
@@ -136,27 +140,44 @@ def load_converted_state_dict(checkpoint: str,
         raise ValueError(f'{named}: {err}') from err
 
 
-def check_fit(own: Dict[str, torch.Tensor], loaded: Dict[str, torch.Tensor], what: str,
-              may_be_missing: Callable[[str], bool],
-              may_be_extra: Callable[[str], bool]) -> None:
-    """Raise RuntimeError listing missing, unexpected and mis-shaped keys of ``loaded``."""
-    missing = [k for k in own if k not in loaded and not may_be_missing(k)]
-    unexpected = [k for k in loaded if k not in own and not may_be_extra(k)]
+def load_fitting(module: nn.Module, state_dict: Dict[str, torch.Tensor], what: str,
+                 may_be_missing: Callable[[str], bool],
+                 may_be_extra: Callable[[str], bool]) -> Tuple[int, List[str]]:
+    """Load ``state_dict`` into ``module`` after checking that it fits.
+
+    Keys of ``module`` absent from ``state_dict`` must satisfy ``may_be_missing``, keys of
+    ``state_dict`` that ``module`` lacks ``may_be_extra``, and every shared key must have the
+    module's shape.
+
+    Returns:
+        tuple[int, list[str]]: The number of tensors loaded and the keys of ``module`` left at
+        their initial values.
+
+    Raises:
+        RuntimeError: ``what``, then the missing, unexpected and mis-shaped keys.
+    """
+    own = module.state_dict()
+    missing = [k for k in own if k not in state_dict and not may_be_missing(k)]
+    unexpected = [k for k in state_dict if k not in own and not may_be_extra(k)]
     mis_shaped = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-                  for k, v in loaded.items() if k in own and v.shape != own[k].shape]
+                  for k, v in state_dict.items() if k in own and v.shape != own[k].shape]
     if missing or unexpected or mis_shaped:
         raise RuntimeError(
             f'{what}:\n'
             f'  missing keys ({len(missing)}): {missing}\n'
             f'  unexpected keys ({len(unexpected)}): {unexpected}\n'
             f'  mis-shaped keys ({len(mis_shaped)}): {mis_shaped}')
+    usable = {k: v for k, v in state_dict.items() if k in own}
+    module.load_state_dict(usable, strict=False)
+    return len(usable), [k for k in own if k not in usable]
 
 
 def load_pretrained_model(model: nn.Module, checkpoint: str) -> str:
     """Load a checkpoint of any known format into a whole model (e.g. an ``ImageClassifier``).
 
     Weights without a classifier (FCMAE) leave the model's head as initialised; keys of
-    top-level modules the model does not have (an FCMAE decoder ``neck.*``) are ignored.
+    top-level modules the model does not have (an FCMAE decoder ``neck.*``) are ignored, and
+    output norms (:data:`OPTIONAL_KEY`) may be absent on either side.
 
     Returns:
         str: The detected format of the checkpoint.
@@ -165,23 +186,21 @@ def load_pretrained_model(model: nn.Module, checkpoint: str) -> str:
         RuntimeError: listing missing, unexpected and mis-shaped keys.
     """
     fmt, state_dict = load_converted_state_dict(checkpoint)
-    own = model.state_dict()
-    modules = {k.split('.', 1)[0] for k in own}
+    modules = {k.split('.', 1)[0] for k in model.state_dict()}
     loaded_modules = {k.split('.', 1)[0] for k in state_dict}
 
-    def may_be_missing(key):
-        top = key.split('.', 1)[0]
-        return top not in loaded_modules or bool(OPTIONAL_KEY.match(key.split('.', 1)[-1]))
+    def output_norm(key):
+        return bool(OPTIONAL_KEY.match(key.split('.', 1)[-1]))
 
-    check_fit(own, state_dict,
-              f'Checkpoint {checkpoint} ({fmt} layout) does not fit {type(model).__name__}',
-              may_be_missing, lambda key: key.split('.', 1)[0] not in modules)
-    usable = {k: v for k, v in state_dict.items() if k in own}
-    model.load_state_dict(usable, strict=False)
-    kept = group_keys([k for k in own if k not in usable])
+    loaded, kept = load_fitting(
+        model, state_dict,
+        f'Checkpoint {checkpoint} ({fmt} layout) does not fit {type(model).__name__}',
+        lambda key: key.split('.', 1)[0] not in loaded_modules or output_norm(key),
+        lambda key: key.split('.', 1)[0] not in modules or output_norm(key))
+    kept = group_keys(kept)
     ignored = sorted(loaded_modules - modules)
     MMLogger.get_current_instance().info(
-        f'Loaded {len(usable)} tensors into {type(model).__name__} from {checkpoint} ({fmt} '
+        f'Loaded {loaded} tensors into {type(model).__name__} from {checkpoint} ({fmt} '
         'layout)' + (f'; kept the initial values in {kept}' if kept else '')
         + (f'; ignored the checkpoint\'s {ignored}' if ignored else ''))
     return fmt

@@ -11,10 +11,11 @@ from .checkpoint import (SAFE_GLOBALS, CorruptCheckpointError, NoValidCheckpoint
                          install_safe_checkpoint_loading, load_checkpoint_file,
                          load_local_checkpoint, nonfinite_tensors, training_checkpoint_problem)
 from .config import (build_runner, load_cfg, load_cfg_or_exit, parse_run_args,
-                     prepare_distributed, rebind_pretrained)
+                     prepare_distributed, prepare_run, rebind_pretrained)
 from .hooks import (AtomicCheckpointHook, CheckpointMismatchError, ExactResumeHook,
-                    FiniteLossHook, NonFiniteLossError, NonFiniteWeightsError, StrictLoadHook,
-                    atomic_write)
+                    FiniteLossHook, NonFiniteLossError, NonFiniteWeightsError,
+                    RebindPretrainedHook, StrictLoadHook, TotalBatchHook,
+                    TotalBatchMismatchError, atomic_write)
 
 # fsdp (FSDP wrap policy and constructor) imports the models: registered on first look-up.
 for _registry in ('FUNCTIONS', 'OPTIM_WRAPPER_CONSTRUCTORS'):
@@ -24,16 +25,16 @@ __all__ = [
     'AtomicCheckpointHook', 'CfgOptionsAction', 'CheckpointMismatchError', 'ConfigOptionError',
     'CorruptCheckpointError', 'ExactResumeHook', 'FiniteLossHook',
     'LayerDecayOptimWrapperConstructor', 'NEW_KEY', 'NoValidCheckpointError',
-    'NonFiniteLossError', 'NonFiniteWeightsError', 'SAFE_GLOBALS', 'StrictLoadHook',
-    'UnsafeCheckpointError', 'atomic_write', 'build_runner', 'check_options',
+    'NonFiniteLossError', 'NonFiniteWeightsError', 'RebindPretrainedHook', 'SAFE_GLOBALS',
+    'StrictLoadHook', 'TotalBatchHook', 'TotalBatchMismatchError', 'UnsafeCheckpointError',
+    'atomic_write', 'build_runner', 'check_options',
     'find_resume_checkpoint', 'install_safe_checkpoint_loading', 'load_cfg', 'load_cfg_or_exit',
     'load_checkpoint_file', 'load_local_checkpoint', 'nonfinite_tensors', 'parse_run_args',
-    'prepare_distributed', 'rebind_pretrained', 'training_checkpoint_problem'
+    'prepare_distributed', 'prepare_run', 'rebind_pretrained', 'training_checkpoint_problem'
 ]
 
 
 def __getattr__(name):  # the layer-decay constructor is imported on first use
     if name == 'LayerDecayOptimWrapperConstructor':
-        from . import optimizers
         return optimizers.LayerDecayOptimWrapperConstructor
     raise AttributeError(f'module {__name__!r} has no attribute {name!r}')

@@ -265,12 +265,9 @@ def refuse_forged_numpy(loaded, path: str) -> None:
             stack += [(v, f'{where}.{k}') for k, v in vars(obj).items()]
 
 
-#: Config source texts checkpoints carry, which mmengine parses (runs) as Python configs.
-CONFIG_TEXTS = ("meta['config']", "meta['cfg']", "message_hub['runtime_info']['cfg']")
-
-
 def drop_config_texts(checkpoint, path: str) -> None:
-    """Remove :data:`CONFIG_TEXTS` from a loaded checkpoint, in place.
+    """Remove the config source texts a loaded checkpoint carries, in place: ``meta['config']``,
+    ``meta['cfg']`` and ``message_hub['runtime_info']['cfg']``.
 
     mmengine 0.10's ``Runner.resume`` parses ``meta['config']`` (which mmengine itself no
     longer writes) to compare GPU counts, and ``BaseInferencer`` without a config parses
@@ -318,10 +315,6 @@ def install_safe_checkpoint_loading() -> None:
     CheckpointLoader.register_scheme(prefixes='', loader=load_local_checkpoint, force=True)
 
 
-def safe_checkpoint_loading_installed() -> bool:
-    return CheckpointLoader._schemes.get('') is load_local_checkpoint
-
-
 # --- which checkpoint to resume from ---------------------------------------------------
 
 #: The names mmengine's CheckpointHook gives training checkpoints.
@@ -358,10 +351,12 @@ def training_checkpoint_problem(path: str) -> str:
 
 
 def _training_checkpoints(directory: str) -> List[str]:
-    """The ``epoch_*.pth`` / ``iter_*.pth`` files in ``directory``."""
+    """The ``epoch_*.pth`` / ``iter_*.pth`` files in ``directory`` (absolute paths, as
+    mmengine writes them into ``last_checkpoint``)."""
     if not osp.isdir(directory):
         return []
-    return [osp.join(directory, f) for f in os.listdir(directory) if TRAINING_CHECKPOINT.match(f)]
+    return [osp.abspath(osp.join(directory, f)) for f in os.listdir(directory)
+            if TRAINING_CHECKPOINT.match(f)]
 
 
 def find_resume_checkpoint(work_dir: str) -> Tuple[Optional[str], str]:
@@ -385,6 +380,7 @@ def find_resume_checkpoint(work_dir: str) -> Tuple[Optional[str], str]:
     if osp.isfile(marker):
         with open(marker) as f:
             named = f.read().strip()
+        named = named and osp.abspath(named)
     candidates = set(_training_checkpoints(work_dir))
     if named and osp.isfile(named):
         candidates |= {named, *_training_checkpoints(osp.dirname(named))}

@@ -11,6 +11,7 @@ import torch.distributed as dist
 from mmengine.config import Config
 
 from .cfg_options import NEW_KEY, CfgOptionsAction, ConfigOptionError, check_options
+from .checkpoint import install_safe_checkpoint_loading
 from .launch import export_slurm_env, prepare_cpu_strategy
 
 #: Top-level config key holding the checkpoint a config starts from (FCMAE for fine-tuning,
@@ -108,6 +109,16 @@ def prepare_distributed(cfg: Config) -> None:
     cfg.model_wrapper_cfg = wrapper
 
 
+def prepare_run(args: Namespace) -> Config:
+    """What tools/train.py and tools/test.py do before building the runner, in one explicit
+    step: :func:`load_cfg_or_exit`, the safe checkpoint loading
+    (:func:`mmcnx2.engine.install_safe_checkpoint_loading`), :func:`prepare_distributed`."""
+    cfg = load_cfg_or_exit(args)
+    install_safe_checkpoint_loading()
+    prepare_distributed(cfg)
+    return cfg
+
+
 def build_runner(cfg: Config):
     """The runner the config asks for, as mmdet's and mmpretrain's tools build it: mmengine's
     ``Runner`` unless the config sets ``runner_type`` (e.g. ``'FlexibleRunner'`` for FSDP
@@ -171,7 +182,7 @@ def rebind_pretrained(cfg: Config, new: str, name: str = 'config') -> None:
     """
     old = cfg.get(PRETRAINED_KEY)
     if not isinstance(old, str) or not old:
-        raise KeyError(f'{name} has no top-level `{PRETRAINED_KEY}` path to override; '
+        raise ConfigOptionError(f'{name} has no top-level `{PRETRAINED_KEY}` path to override; '
                        f'got {old!r}. Set the checkpoint key itself instead, e.g. '
                        'model.backbone.init_cfg.checkpoint=PATH.')
     _replace(cfg._cfg_dict, old, new)

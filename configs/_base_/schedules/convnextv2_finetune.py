@@ -8,14 +8,16 @@ optim_wrapper = dict(
         type='AdamW', lr=base_lr * 1024 / 256, weight_decay=0.05, betas=(0.9, 0.999)),
     constructor='LayerDecayOptimWrapperConstructor',
     paramwise_cfg=dict(
-        # lr scale 0.9 ** (depth from the head): one layer per block ('group' = 12 groups).
+        # lr scale 0.9 ** (depth from the head); 'block': one layer per block (the official
+        # 'single'); base and larger switch to 'group' (12 groups).
         layer_decay_rate=0.9,
         decay_type='block',
         # No weight decay on 1-D parameters: GRN gamma/beta, LayerNorms, biases.
         flat_decay_mult=0.0))
 auto_scale_lr = dict(base_batch_size=1024)
 
-# Linear warmup then cosine to 1e-6, both updated every iteration (official schedule).
+# Linear warmup then cosine to 1e-6, both updated every iteration: the official schedule,
+# except that LinearLR starts at 1e-3 of the lr where the official warmup starts at 0.
 warmup_epochs = 40
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-3, by_epoch=True, end=warmup_epochs,

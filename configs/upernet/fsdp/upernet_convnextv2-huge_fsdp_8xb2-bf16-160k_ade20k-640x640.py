@@ -8,11 +8,6 @@ _base_ = [
 ]
 
 model = dict(backbone=dict(with_cp=True))
-# FSDP's mixed precision replaces AMP: a plain OptimWrapper (no autocast, no loss scaling)
-# with the parent's optimizer, layer decay and no-decay rules.
-optim_wrapper = dict(
-    _delete_=True,
-    type='OptimWrapper',
-    optimizer={{_base_.optim_wrapper.optimizer}},
-    constructor={{_base_.optim_wrapper.constructor}},
-    paramwise_cfg={{_base_.optim_wrapper.paramwise_cfg}})
+# FSDP's mixed precision replaces AMP: the parent's optimizer, layer decay and no-decay rules
+# in a plain OptimWrapper (no autocast, no loss scaling) on every device.
+optim_wrapper = dict(amp=False)

@@ -180,8 +180,9 @@ class AtomicCheckpointHook(CheckpointHook):
         else:
             with open(marker, 'w') as f:
                 f.write(self.last_ckpt)
-        for step in outdated:
-            self._remove(self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(step)))
+        for old_step in outdated:
+            self._remove(
+                self.file_backend.join_path(self.out_dir, self.filename_tmpl.format(old_step)))
 
     def _keep(self, runner, step) -> List[int]:
         """Record ``step`` among the kept checkpoints; returns the steps that fall out of

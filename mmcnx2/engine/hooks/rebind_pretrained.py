@@ -1,4 +1,5 @@
 # Copyright (c) mmcnx2 contributors. All rights reserved.
+"""``--cfg-options pretrained=X`` for every launcher (mim, upstream tools, ``Runner``)."""
 from typing import Iterator, Optional, Tuple
 
 from mmengine.config import Config

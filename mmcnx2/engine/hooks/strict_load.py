@@ -1,4 +1,5 @@
 # Copyright (c) mmcnx2 contributors. All rights reserved.
+"""Strict loading of the checkpoint a test run evaluates (tools/test.py)."""
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
@@ -17,8 +18,9 @@ class StrictLoadHook(Hook):
     mmengine's runner loads ``load_from`` with ``strict=False``: a checkpoint of another
     config (e.g. another ``num_classes``) only logs "size mismatch" and the run evaluates
     randomly initialised layers. tools/test.py adds this hook, so test-time loading is
-    strict. The check loads the weights once with mmengine's own key handling
-    (``module.`` prefixes, wrappers, TTA models) and ``strict=True``.
+    strict. The check loads the checkpoint's weights into the model with mmengine's own key
+    handling (``module.`` prefixes, wrappers, TTA models) and ``strict=True``, before the
+    runner's own (non-strict) load of the same weights.
 
     Args:
         source (str): What to name in the error, e.g. the checkpoint and the config.

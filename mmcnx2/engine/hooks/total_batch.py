@@ -1,4 +1,5 @@
 # Copyright (c) mmcnx2 contributors. All rights reserved.
+"""Keep the total batch of a run when it resumes on another number of processes."""
 from typing import Dict, Optional
 
 from mmengine.hooks import Hook

@@ -19,7 +19,7 @@ def amp_available() -> bool:
 
 
 @OPTIM_WRAPPERS.register_module(name='AmpOrFp32OptimWrapper')
-def amp_or_fp32_optim_wrapper(**kwargs) -> OptimWrapper:
+def amp_or_fp32_optim_wrapper(amp: bool = True, **kwargs) -> OptimWrapper:
     """mmengine's ``AmpOptimWrapper`` where it can run, else a plain fp32 ``OptimWrapper``.
 
     The Mask R-CNN and UperNet configs train with AMP on GPUs, as the paper; with this type
@@ -30,15 +30,20 @@ def amp_or_fp32_optim_wrapper(**kwargs) -> OptimWrapper:
     logged as a warning, and drops the AMP-only arguments (:data:`AMP_ONLY_ARGS`).
 
     Args:
+        amp (bool): False builds the plain ``OptimWrapper`` on every device, for configs whose
+            precision is set elsewhere (FSDP's ``mixed_precision``), so that they keep the
+            parent config's optimizer and layer decay with one changed key. Defaults to True.
         **kwargs: What ``AmpOptimWrapper`` takes: ``optimizer``, ``loss_scale``, ``dtype``,
             ``accumulative_counts``, ``clip_grad``...
 
     Returns:
         OptimWrapper: an ``AmpOptimWrapper``, or an ``OptimWrapper`` without an accelerator.
     """
-    if amp_available():
+    if amp and amp_available():
         return AmpOptimWrapper(**kwargs)
     dropped = {k: kwargs.pop(k) for k in AMP_ONLY_ARGS if k in kwargs}
+    if not amp:
+        return OptimWrapper(**kwargs)
     print_log(
         'AmpOrFp32OptimWrapper: no CUDA, NPU, MLU or MUSA device, so no mixed precision: '
         f'training in fp32 with OptimWrapper (ignoring {dropped})',

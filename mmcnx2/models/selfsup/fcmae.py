@@ -43,8 +43,8 @@ class FCMAE(BaseSelfSupervisor):
         init_cfg (dict, optional): mmengine init config.
 
     Shapes:
-        inputs: (N, C, H, W) with H and W multiples of ``patch_size``.
-        mask: (N, H / patch_size, W / patch_size), 1 = removed.
+        inputs: (N, C, H, W) with H and W multiples of ``patch_size`` (``MASK_PATCH_SIZE``, 32).
+        mask: (N, H / 32, W / 32), 1 = removed.
     """
     # Side of a mask patch: the encoder's stride, one constant for the encoder, decoder and
     # loss.
@@ -76,7 +76,7 @@ class FCMAE(BaseSelfSupervisor):
             raise ValueError(f'mask_ratio must be in (0, 1), got {mask_ratio}')
         last_stage = len(self.backbone.stages) - 1
         if (self.backbone.out_indices[-1] != last_stage or self.backbone.gap_before_final_norm
-                or self.backbone.out_norms):
+                or getattr(self.backbone, 'out_norms', True)):
             raise ValueError(
                 'FCMAE needs the last backbone stage as a feature map without output norm '
                 '(as the official encoder): set the backbone\'s out_indices to include '

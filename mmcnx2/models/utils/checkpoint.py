@@ -6,7 +6,8 @@ from typing import Optional
 import torch.nn as nn
 from mmengine.logging import MMLogger
 
-from ...converters.loading import OPTIONAL_KEY, OWN_FORMAT, check_fit, load_converted_state_dict
+from ...converters.loading import (OPTIONAL_KEY, OWN_FORMAT, load_converted_state_dict,
+                                  load_fitting)
 
 
 def load_pretrained_backbone(backbone: nn.Module,
@@ -45,16 +46,13 @@ def load_pretrained_backbone(backbone: nn.Module,
                            f'first keys: {list(state_dict)[:5]}')
         state_dict = stripped
 
-    own = backbone.state_dict()
     optional = lambda key: bool(OPTIONAL_KEY.match(key))  # noqa: E731
-    check_fit(own, state_dict,
-              f'Checkpoint {checkpoint} ({fmt} layout, prefix {prefix!r}) does not fit '
-              f'{type(backbone).__name__}', optional, optional)
-    usable = {k: v for k, v in state_dict.items() if k in own}
-    backbone.load_state_dict(usable, strict=False)
-    skipped = sorted(set(own) - set(usable))
+    loaded, skipped = load_fitting(
+        backbone, state_dict,
+        f'Checkpoint {checkpoint} ({fmt} layout, prefix {prefix!r}) does not fit '
+        f'{type(backbone).__name__}', optional, optional)
     converted = '' if fmt == OWN_FORMAT else f' ({fmt} layout, converted)'
     MMLogger.get_current_instance().info(
-        f'Loaded {len(usable)} tensors into {type(backbone).__name__} from {checkpoint}'
+        f'Loaded {loaded} tensors into {type(backbone).__name__} from {checkpoint}'
         f'{converted}' + (f'; kept initial values of {skipped}' if skipped else ''))
     return fmt

@@ -34,8 +34,11 @@ from .grn import GRN_STATS
 
 
 def _channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``sum_L(a * b)`` in fp32 for (N, L, C) inputs; returns (N, 1, C)."""
-    return torch.linalg.vecdot(a, b, dim=1).float().unsqueeze(1)
+    """``sum_L(a * b)`` for (N, L, C) inputs, summed in fp32; returns (N, 1, C) fp32.
+
+    The products keep the input dtype (no fp32 copy of a half-precision input), the sum over
+    L is accumulated in fp32, where a half-precision sum would lose the small terms."""
+    return (a * b).sum(1, keepdim=True, dtype=torch.float32)
 
 
 def _channel_norm(a: torch.Tensor) -> torch.Tensor:

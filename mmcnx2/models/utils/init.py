@@ -18,7 +18,7 @@ def init_fcmae_official_encoder(encoder: nn.Module) -> None:
     what the official sparse ones do.
 
     The official ``FCMAE`` runs ``_init_weights`` over the whole model after the sparse
-    encoder's own init (ConvNeXt-V2 ``models/fcmae.py`` lines 69-89 after
+    encoder's own init (ConvNeXt-V2 @2553895: ``models/fcmae.py`` lines 69-89 after
     ``models/convnextv2_sparse.py`` lines 102-113). Its trunc_normal is timm's, std 1 unless
     given, cut at -2 and 2 (a std of 0.88 in effect). Weights, with zero biases:
 
@@ -47,12 +47,12 @@ def init_fcmae_official_encoder(encoder: nn.Module) -> None:
 
 
 def init_fcmae_official_decoder(decoder: nn.Module) -> None:
-    """The official FCMAE re-initialisation of the decoder (ConvNeXt-V2 ``models/fcmae.py``
-    lines 71-89): every ``nn.Conv2d`` (``proj``, ``pred``, the blocks' ``depthwise_conv``)
-    timm trunc_normal std 1 (cut at -2 and 2) with zero bias; the blocks' ``nn.Linear``
-    layers, which no rule matches, keep PyTorch's default init (weight and bias
-    U(-1/sqrt(fan_in), 1/sqrt(fan_in))); ``mask_token`` normal std 0.02; LayerNorms one/zero
-    and GRN zero, as constructed.
+    """The official FCMAE re-initialisation of the decoder (ConvNeXt-V2 @2553895
+    ``models/fcmae.py`` lines 71-89, ``_init_weights``): every ``nn.Conv2d`` (``proj``,
+    ``pred``, the blocks' ``depthwise_conv``) timm trunc_normal std 1 (cut at -2 and 2) with
+    zero bias; the blocks' ``nn.Linear`` layers, which no rule matches, keep PyTorch's default
+    init (weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in))); ``mask_token`` normal std 0.02;
+    LayerNorms one/zero and GRN zero, as constructed.
 
     Args:
         decoder (nn.Module): An FCMAEDecoder (``mask_token``, convs and Linears).
