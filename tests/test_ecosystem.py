@@ -197,7 +197,10 @@ def detector_like():
     return Model()
 
 
-@pytest.mark.parametrize('path', DET_SEG_CONFIGS, ids=osp.basename)
+# The atto configs in the fast loop; the others (same bases, ~1.5 s each) with the slow tests.
+@pytest.mark.parametrize('path', [
+    pytest.param(path, marks=() if '-atto_' in path else pytest.mark.slow)
+    for path in DET_SEG_CONFIGS], ids=osp.basename)
 def test_every_amp_config_builds_an_fp32_optim_wrapper_on_a_cpu(path, detector_like,
                                                                  monkeypatch):
     """The configs' own optim_wrapper, unchanged (before: `AmpOptimWrapper is only available

@@ -82,7 +82,10 @@ def ade_root(tmp_path_factory):
         str(root), num_train=48, num_val=16, image_size=64, layouts=('ade', ))['ade']
 
 
-@pytest.mark.parametrize('path', CONFIGS, ids=osp.basename)
+# atto in the fast loop; the other sizes (~2 s each) with the slow tests.
+@pytest.mark.parametrize('path', [
+    pytest.param(path, marks=() if '-atto_' in path else pytest.mark.slow) for path in CONFIGS],
+    ids=osp.basename)
 def test_config_follows_recipe(path):
     """Every leaf is the paper's recipe for its size, built on mmseg's own bases."""
     name = osp.basename(path)
