@@ -36,8 +36,11 @@ from .grn import GRN_STATS
 def _channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``sum_L(a * b)`` for (N, L, C) inputs, summed in fp32; returns (N, 1, C) fp32.
 
-    The products keep the input dtype (no fp32 copy of a half-precision input), the sum over
-    L is accumulated in fp32, where a half-precision sum would lose the small terms."""
+    fp32 inputs: one fused reduction (no product tensor). Half precision: the products keep
+    the input dtype (no fp32 copy of the inputs) and the sum over L is accumulated in fp32,
+    where a half-precision sum would lose the small terms."""
+    if a.dtype == torch.float32:
+        return torch.linalg.vecdot(a, b, dim=1).unsqueeze(1)
     return (a * b).sum(1, keepdim=True, dtype=torch.float32)
 
 
